@@ -1,0 +1,36 @@
+# Quick start: `make demo` and `make test` on a fresh machine with Python 3.11.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgesmith-installed
+
+.PHONY: install demo test bench clean distclean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/scons -j2 target=cpu
+	$(BIN)/python build/cpu/bundle/run.py \
+		"The battery easily lasts two days and the screen is gorgeous." \
+		"Support never answered and the app crashes every time I open it." \
+		"Not bad at all for the price, I would order it again." \
+		"The hotel looked nothing like the photos and the room smelled of smoke."
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/noop.py
+
+clean:
+	-$(BIN)/scons -c -Q target=all
+	rm -rf build dist
+
+distclean: clean
+	rm -rf $(VENV)

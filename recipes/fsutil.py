@@ -1,0 +1,84 @@
+"""Atomic writes, file hashing and directory manifests.
+
+Every stage writes into a temporary sibling and renames into place, so an
+interrupted build never leaves a file that looks complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(dst: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `dst`; rename it onto `dst` on success."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        tmp_path.chmod(0o644)
+        os.replace(tmp_path, dst)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(dst: Path) -> Iterator[Path]:
+    """Yield a temporary directory; on success move each file into `dst`.
+
+    Files are moved one by one (the directory itself may hold other stages'
+    outputs in a shared build tree). A crash part-way leaves some final files
+    but SCons has recorded no signature for them, so they are rebuilt.
+    """
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        yield tmp
+        for src in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            target = dst / src.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Some writers (safetensors, mkstemp) create 0600 files; outputs
+            # are ordinary readable files.
+            src.chmod(0o644)
+            os.replace(src, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Deterministic JSON (sorted keys, trailing newline), written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def dir_manifest(root: Path, exclude: tuple[str, ...] = ("manifest.json",)) -> list[dict[str, Any]]:
+    """Every file under `root` (sorted, relative POSIX paths) with size and sha256."""
+    root = Path(root)
+    rows = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in exclude:
+            continue
+        rows.append({"path": rel, "sha256": sha256_file(path), "size": path.stat().st_size})
+    return rows

@@ -1,0 +1,46 @@
+"""The stage table: what each build stage runs, and what its output depends on.
+
+SCons reads `modules` to make each stage depend on the recipe files it runs
+(editing recipes/quantize_onnx.py rebuilds the quantized models), and
+`recipes.stage_main` reads `entry` to run the stage in a child process. Both
+are plain strings, so reading this table imports nothing heavy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COMMON = ("errors", "fsutil", "stage_main", "stages", "profile", "schema")
+
+
+@dataclass(frozen=True)
+class Stage:
+    entry: str                      # "module:function" in recipes/
+    modules: tuple[str, ...]        # recipe modules whose code shapes the output
+    packages: tuple[str, ...] = ()  # libraries whose version shapes the output
+    # "exclusive" stages (latency) run with no other stage running, so timings
+    # are not disturbed by a parallel (-j) build.
+    lock: str = "shared"
+
+
+STAGES: dict[str, Stage] = {
+    "data": Stage("data:prepare_stage", ("data",)),
+    "finetune": Stage("finetune:finetune_stage", ("finetune", "hf", "textenc", "data"),
+                      ("torch", "transformers", "tokenizers")),
+    "export": Stage("onnx_export:export_stage", ("onnx_export", "hf"),
+                    ("torch", "transformers", "onnx", "onnxscript", "onnxruntime")),
+    "quantize": Stage("quantize_onnx:quantize_stage", ("quantize_onnx", "textenc", "data"),
+                      ("onnx", "onnxruntime")),
+    "evaluate": Stage("evaluate:evaluate_stage", ("evaluate", "runners", "textenc", "data", "hf"),
+                      ("torch", "transformers", "onnxruntime", "tokenizers")),
+    "latency": Stage("latency:latency_stage", ("latency", "runners", "textenc", "data", "hf"), lock="exclusive"),
+    "report": Stage("report:report_stage", ("report",)),
+    "stub": Stage("stubs:stub_stage", ("stubs",), ("jinja2",)),
+    "bundle": Stage("bundle:bundle_stage", ("bundle", "onnx_export"), ("onnx",)),
+    "archive": Stage("bundle:archive_stage", ("bundle",)),
+}
+
+
+def module_files(stage: str) -> list[str]:
+    """Recipe source files (relative to the repo root) a stage depends on."""
+    names = sorted(set(COMMON) | set(STAGES[stage].modules))
+    return [f"recipes/{name}.py" for name in names]

@@ -1,0 +1,71 @@
+"""Render runtime stubs and bundle READMEs from templates/ with Jinja.
+
+One environment for everything: StrictUndefined (a missing value is an
+error, not an empty string), trailing newlines kept, and values entering
+generated code only through the `py`/`json` filters, never pasted raw.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .fsutil import atomic_path
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def to_python(value: Any) -> str:
+    """A Python literal for JSON-like data (True/False/None spelled for Python)."""
+    return repr(json.loads(json.dumps(value)))
+
+
+def environment(root: Path = TEMPLATES):
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["json"] = to_json
+    env.filters["py"] = to_python
+    return env
+
+
+def render(template: str, context: dict[str, Any], root: Path = TEMPLATES) -> str:
+    """Render templates/<template>.jinja."""
+    return environment(root).get_template(f"{template}.jinja").render(**context)
+
+
+def render_to(template: str, context: dict[str, Any], dst: Path, root: Path = TEMPLATES) -> None:
+    text = render(template, context, root)
+    with atomic_path(dst) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        if text.startswith("#!"):
+            tmp.chmod(0o755)
+
+
+def stub_context(target: str, description: str, data_json: str, default_artifact: str, artifacts: list[dict],
+                 max_length: int, runtime_version: str) -> dict[str, Any]:
+    labels = json.loads(Path(data_json).read_text(encoding="utf-8"))["labels"]
+    return {
+        "target": target,
+        "description": description,
+        "labels": labels,
+        "default_artifact": default_artifact,
+        "artifacts": artifacts,
+        "max_length": max_length,
+        "runtime_version": runtime_version,
+    }
+
+
+def stub_stage(templates: list[str], outputs: list[str], context: dict, data_json: str) -> None:
+    ctx = stub_context(data_json=data_json, **context)
+    for template, out in zip(templates, outputs):
+        render_to(template, ctx, Path(out))
