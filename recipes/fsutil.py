@@ -15,6 +15,35 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CHUNK = 1 << 20
+TMP_SUFFIX = ".tmp"
+
+
+def _tmp_prefix(name: str) -> str:
+    # The pid lets a later build tell a dead build's leftovers from a live
+    # parallel stage's work in progress.
+    return f".{name}.{os.getpid()}."
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete temporaries left by builds that were killed (their pid is gone)."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        parts = entry.name.split(".")
+        if not (entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX) and len(parts) >= 4 and parts[-3].isdigit()):
+            continue
+        pid = int(parts[-3])
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def sha256_file(path: Path) -> str:
@@ -30,7 +59,8 @@ def atomic_path(dst: Path) -> Iterator[Path]:
     """Yield a temporary path next to `dst`; rename it onto `dst` on success."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    remove_stale_temporaries(dst.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dst.name), suffix=TMP_SUFFIX, dir=dst.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -52,7 +82,8 @@ def atomic_dir(dst: Path) -> Iterator[Path]:
     """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    remove_stale_temporaries(dst.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dst.name), suffix=TMP_SUFFIX, dir=dst.parent))
     try:
         yield tmp
         for src in sorted(p for p in tmp.rglob("*") if p.is_file()):

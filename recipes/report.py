@@ -106,7 +106,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               "Size vs fp32: against the fp32 ONNX model. Speed-up: teacher latency (PyTorch) / artifact latency.", ""]
     if report["gate_failures"]:
         lines += ["## Gate failures", ""] + [f"- {f}" for f in report["gate_failures"]] + [""]
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def report_stage(target: str, profile_source: str, teacher: dict, artifacts: list[dict], latency: str,

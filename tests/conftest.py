@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny checkpoint, a tiny dataset, and throwaway project copies."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny_model import REPO, demo_rows, make_checkpoint, write_csv
+
+PROJECT_PARTS = ("SConstruct", "recipes", "targets", "templates", "runtime", "data")
+SCONS = str(Path(sys.executable).with_name("scons"))
+STAGE_LINE = re.compile(r"^\[(\w+)\] (\S+)$", re.M)
+
+
+@pytest.fixture(scope="session")
+def tiny_rows():
+    return demo_rows(40)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_rows) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("models") / "tiny-bert", [r["text"] for r in tiny_rows])
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, tiny_rows) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "tiny.csv", tiny_rows)
+
+
+def make_project(dst: Path) -> Path:
+    """A copy of the build system (no build outputs) with the tiny test profile."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for part in PROJECT_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dst / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst / part)
+    shutil.copy2(REPO / "tests" / "fixtures" / "tiny.toml", dst / "targets" / "tiny.toml")
+    return dst
+
+
+def scons(project: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", TQDM_DISABLE="1")
+    proc = subprocess.run([SCONS, "-Q", *args], cwd=project, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"scons {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def stages_run(proc: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """(stage, first target) for every stage SCons executed."""
+    return STAGE_LINE.findall(proc.stdout)
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    return make_project(tmp_path / "project")

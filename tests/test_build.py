@@ -1,0 +1,173 @@
+"""Real `scons` runs on a tiny model: the graph must be incremental, deterministic,
+cached and interrupt-safe. Each test works on its own copy of a built project."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SCONS, make_project, scons, stages_run
+from tiny_model import make_checkpoint, write_csv
+
+pytestmark = pytest.mark.slow
+HEAVY = ("torch", "transformers", "onnx", "onnxruntime", "tensorrt", "executorch", "bitsandbytes")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_model, tiny_data):
+    project = make_project(tmp_path_factory.mktemp("built") / "project")
+    args = ("target=tiny", f"model={tiny_model}", f"data={tiny_data}")
+    first = scons(project, *args)
+    return project, args, first
+
+
+def clone(built, dst: Path) -> Path:
+    project = built[0]
+    shutil.copytree(project, dst, symlinks=True)
+    return dst
+
+
+def names(proc) -> list[str]:
+    return sorted(stage for stage, _ in stages_run(proc))
+
+
+def test_first_build_runs_every_stage_once(built):
+    _, _, first = built
+    ran = names(first)
+    assert ran == sorted(["data", "finetune", "export", "quantize", "quantize", "evaluate", "evaluate", "evaluate",
+                          "evaluate", "latency", "report", "stub", "bundle", "archive"])
+
+
+def test_outputs_bundle_report_and_stub_work(built):
+    project, _, _ = built
+    bundle = project / "build" / "tiny" / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    listed = {f["path"] for f in manifest["files"]}
+    on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert listed == on_disk
+    assert [a["name"] for a in manifest["artifacts"]] == ["fp32", "int8_dynamic", "int8_static"]
+    assert manifest["model"]["labels"] == ["negative", "positive"]
+    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    report = json.loads((project / "build" / "tiny" / "report.json").read_text())
+    rows = {r["name"]: r for r in report["artifacts"]}
+    assert set(rows) == {"teacher", "fp32", "int8_dynamic", "int8_static"}
+    for row in rows.values():
+        assert 0.0 <= row["accuracy"] <= 1.0 and set(row["latency_ms"]) == {"1", "4"}
+    assert rows["fp32"]["agreement"] == 1.0 and rows["fp32"]["max_abs_logit_diff"] < 1e-4
+    assert rows["int8_dynamic"]["size_bytes"] < rows["fp32"]["size_bytes"]
+    assert "| int8_static |" in (project / "build" / "tiny" / "report.md").read_text()
+
+    tarball = project / "dist" / "tiny-tiny-bert.tar.gz"
+    out = subprocess.run([sys.executable, str(bundle / "run.py"), "--bundle", str(tarball), "--threads", "1",
+                          "great film", "awful hotel"], capture_output=True, text=True, check=True)
+    preds = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [p["text"] for p in preds] == ["great film", "awful hotel"]
+    assert all(p["label"] in ("negative", "positive") and abs(sum(p["scores"].values()) - 1) < 1e-5 for p in preds)
+
+
+def test_second_run_does_nothing(built, tmp_path):
+    project = clone(built, tmp_path / "p")
+    again = scons(project, *built[1])
+    assert stages_run(again) == []
+
+
+def test_param_change_rebuilds_only_that_stage_and_dependents(built, tmp_path):
+    project = clone(built, tmp_path / "p")
+    profile = project / "targets" / "tiny.toml"
+    text = profile.read_text()
+    profile.write_text(text.replace("calibration_samples = 16", "calibration_samples = 12"))
+    proc = scons(project, *built[1])
+    ran = stages_run(proc)
+    assert names(proc) == sorted(["quantize", "evaluate", "latency", "report", "stub", "bundle", "archive"])
+    assert any("onnx-int8-static" in target for stage, target in ran if stage == "quantize")
+
+
+def test_new_checkpoint_weights_rebuild_everything_downstream(built, tmp_path, tiny_rows):
+    project = clone(built, tmp_path / "p")
+    # Same path, different weights: the checkpoint's content is its identity.
+    model_arg = next(a for a in built[1] if a.startswith("model="))
+    model = tmp_path / "model"
+    shutil.copytree(model_arg.split("=", 1)[1], model)
+    make_checkpoint(tmp_path / "reseeded", [r["text"] for r in tiny_rows], seed=1)
+    shutil.copy2(tmp_path / "reseeded" / "model.safetensors", model / "model.safetensors")
+    args = [a if not a.startswith("model=") else f"model={model}" for a in built[1]]
+    proc = scons(project, *args)
+    # The stub depends only on labels and profile, so it is not rebuilt.
+    assert names(proc) == sorted(["finetune", "export", "quantize", "quantize", "evaluate", "evaluate", "evaluate",
+                                  "evaluate", "latency", "report", "bundle", "archive"])
+
+
+def test_identical_bytes_stop_the_cascade(built, tmp_path):
+    project = clone(built, tmp_path / "p")
+    data_arg = next(a for a in built[1] if a.startswith("data="))
+    rows = Path(data_arg.split("=", 1)[1]).read_text(encoding="utf-8").splitlines()
+    shuffled = tmp_path / "data.csv"
+    # Same examples in another order: the data stage reruns, writes the same
+    # canonical splits, and nothing after it runs.
+    shuffled.write_text("\n".join([rows[0]] + rows[1:][::-1]) + "\n", encoding="utf-8")
+    args = [a if not a.startswith("data=") else f"data={shuffled}" for a in built[1]]
+    proc = scons(project, *args)
+    assert names(proc) == ["data"]
+
+
+def test_editing_a_recipe_rebuilds_its_stage(built, tmp_path):
+    project = clone(built, tmp_path / "p")
+    with open(project / "recipes" / "quantize_onnx.py", "a") as fh:
+        fh.write("\n# an edit that changes no behaviour\n")
+    proc = scons(project, *built[1])
+    # Both quantized models are rebuilt, come out byte-identical, and stop there.
+    assert names(proc) == ["quantize", "quantize"]
+
+
+def test_kill_mid_stage_then_rerun_finishes(built, tmp_path):
+    project = clone(built, tmp_path / "p")
+    profile = project / "targets" / "tiny.toml"
+    profile.write_text(profile.read_text().replace("epochs = 2", "epochs = 40"))
+    proc = subprocess.Popen([SCONS, "-Q", *built[1]], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, env=dict(os.environ, TQDM_DISABLE="1"))
+    for line in proc.stdout:
+        if line.startswith("[finetune]"):
+            break
+    teacher_dir = project / line.split()[1]
+    teacher_dir = teacher_dir.parent
+    time.sleep(4)  # inside the training loop
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # Nothing that looks complete: the fine-tuned weights were never renamed into place.
+    assert not (teacher_dir / "model.safetensors").exists()
+    finished = scons(project, *built[1])
+    assert "finetune" in names(finished)
+    assert (teacher_dir / "model.safetensors").exists()
+    assert not list((project / "build" / "stages").glob(".*.tmp")), "stale temporaries left behind"
+    assert stages_run(scons(project, *built[1])) == []
+
+
+def test_clean_builds_are_byte_identical_and_cache_restores(built, tmp_path):
+    project = make_project(tmp_path / "second")
+    cache = tmp_path / "cache"
+    scons(project, *built[1], f"cache={cache}")
+    base_tar = built[0] / "dist" / "tiny-tiny-bert.tar.gz"
+    tar = project / "dist" / "tiny-tiny-bert.tar.gz"
+    assert tar.read_bytes() == base_tar.read_bytes()
+    scons(project, "-c", *built[1])
+    assert not tar.exists()
+    restored = scons(project, *built[1], f"cache={cache}")
+    assert stages_run(restored) == []
+    assert tar.read_bytes() == base_tar.read_bytes()
+
+
+def test_reading_the_build_files_imports_nothing_heavy(built):
+    project, args, _ = built
+    proc = subprocess.run([sys.executable, "-X", "importtime", SCONS, "-n", "-Q", *args], cwd=project,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = set(re.findall(r"\|\s+([\w.]+)$", proc.stderr, re.M))
+    assert not {name for name in imported if name.split(".")[0] in HEAVY}
