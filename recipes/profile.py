@@ -261,7 +261,7 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
         key = f"artifacts[{i}]"
         if not spec.name.replace("_", "").replace("-", "").isalnum() or spec.name in ("teacher",):
             raise bad(f"{key}.name", f" = {spec.name!r}: use letters, digits, '_' or '-' (and not 'teacher')")
-        if names.count(spec.name) > 1:
+        if spec.name in names[:i]:
             raise bad(f"{key}.name", f" = {spec.name!r} is used twice; artifact names must be unique")
         allowed = QUANT_METHODS.get((spec.format, spec.precision))
         if allowed is None:

@@ -15,13 +15,22 @@ from .fsutil import atomic_path
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
+def _defined(value: Any) -> Any:
+    """Make StrictUndefined raise its UndefinedError rather than a TypeError."""
+    import jinja2
+
+    if isinstance(value, jinja2.Undefined):
+        str(value)
+    return value
+
+
 def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return json.dumps(_defined(value), ensure_ascii=False, sort_keys=True)
 
 
 def to_python(value: Any) -> str:
     """A Python literal for JSON-like data (True/False/None spelled for Python)."""
-    return repr(json.loads(json.dumps(value)))
+    return repr(json.loads(json.dumps(_defined(value))))
 
 
 def environment(root: Path = TEMPLATES):

@@ -171,3 +171,20 @@ def test_reading_the_build_files_imports_nothing_heavy(built):
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = set(re.findall(r"\|\s+([\w.]+)$", proc.stderr, re.M))
     assert not {name for name in imported if name.split(".")[0] in HEAVY}
+
+
+def test_manifest_layout_matches_golden(built):
+    from golden import check
+
+    manifest = json.loads((built[0] / "build" / "tiny" / "bundle" / "manifest.json").read_text())
+    layout = {
+        "keys": sorted(manifest),
+        "files": [f["path"] for f in manifest["files"]],
+        "artifacts": [{k: v for k, v in a.items() if k not in ("sha256", "size")} for a in manifest["artifacts"]],
+        "inputs": manifest["inputs"],
+        "outputs": manifest["outputs"],
+        "tokenizer": manifest["tokenizer"],
+        "toolchain": sorted(manifest["toolchain"]),
+        "default_artifact": manifest["default_artifact"],
+    }
+    check("tiny_manifest_layout.json", json.dumps(layout, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,61 @@
+"""Rendered stubs: golden files, strict undefined, and values escaped as literals."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jinja2
+import pytest
+
+from golden import check
+from recipes.stubs import render, render_to
+from tiny_bundle import write_bundle
+
+CONTEXT = {
+    "target": "cpu",
+    "description": "x86-64 CPU: ONNX Runtime \"int8\" & fp32",
+    "labels": ["negative", "positive"],
+    "default_artifact": "int8_dynamic",
+    "artifacts": [
+        {"name": "fp32", "format": "onnx", "precision": "fp32", "runtime": "onnxruntime", "path": "models/fp32.onnx"},
+        {"name": "int8_dynamic", "format": "onnx", "precision": "int8", "runtime": "onnxruntime", "path": "models/int8_dynamic.onnx"},
+    ],
+    "max_length": 128,
+    "runtime_version": "0.1.0",
+}
+
+
+@pytest.mark.parametrize("template", ["cpu/run.py", "cpu/README.md"])
+def test_golden(template):
+    check(template, render(template, CONTEXT))
+
+
+def test_missing_value_is_an_error():
+    with pytest.raises(jinja2.UndefinedError):
+        render("cpu/run.py", {k: v for k, v in CONTEXT.items() if k != "default_artifact"})
+
+
+def test_values_enter_code_as_literals():
+    nasty = dict(CONTEXT, default_artifact='x"; import os #', artifacts=[{**CONTEXT["artifacts"][0], "name": 'x"; import os #'}])
+    code = render("cpu/run.py", nasty)
+    compile(code, "run.py", "exec")
+    assert "DEFAULT_ARTIFACT = 'x\"; import os #'" in code
+
+
+def test_generated_stub_runs_on_a_bundle(tmp_path):
+    # run.py imports the runtime package that sits next to it in a bundle.
+    bundle = write_bundle(tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    ctx = dict(CONTEXT, default_artifact=manifest["default_artifact"],
+               artifacts=[{**a, "runtime": "onnxruntime"} for a in manifest["artifacts"]])
+    stub = bundle / "run.py"
+    render_to("cpu/run.py", ctx, stub)
+    (tmp_path / "texts.txt").write_text("a great movie\n\nthe worst film\n")
+    out = subprocess.run([sys.executable, str(stub), "--file", str(tmp_path / "texts.txt"),
+                          "--batch-size", "1", "it was fun"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(l) for l in out.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["it was fun", "a great movie", "the worst film"]
+    empty = subprocess.run([sys.executable, str(stub)], capture_output=True, text=True)
+    assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "no texts" in empty.stderr
