@@ -9,7 +9,6 @@ builds give byte-identical bundles and tarballs.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import platform
@@ -19,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .fsutil import atomic_dir, atomic_path, dir_manifest, sha256_file
+from .fsutil import atomic_dir, atomic_path, dir_manifest
 
 SCHEMA = "edgesmith.bundle/1"
 TOOLCHAIN_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tokenizers", "jinja2")

@@ -5,8 +5,6 @@ measured separately, side by side for all artifacts of a target.
 """
 from __future__ import annotations
 
-import io
-import json
 import zlib
 from pathlib import Path
 from typing import Any

@@ -8,7 +8,6 @@ Nothing here imports a heavy library.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from functools import lru_cache

@@ -37,7 +37,6 @@ def verification_inputs(vocab_size: int, input_names: tuple[str, ...], batch: in
 
 def export_onnx(model_dir: Path, dst: Path, report_path: Path, params: ExportParams,
                 input_names: tuple[str, ...], max_batch: int, max_sequence: int) -> dict[str, Any]:
-    import onnxruntime as ort
     import torch
 
     from .hf import load_classifier, quiet_transformers

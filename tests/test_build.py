@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SCONS, make_project, scons, stages_run
-from tiny_model import make_checkpoint, write_csv
+from tiny_model import make_checkpoint
 
 pytestmark = pytest.mark.slow
 HEAVY = ("torch", "transformers", "onnx", "onnxruntime", "tensorrt", "executorch", "bitsandbytes")
