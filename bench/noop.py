@@ -49,6 +49,7 @@ def main() -> None:
         f"Python {platform.python_version()}.\n"
     )
     out_path = ROOT / "bench" / "results" / "noop.md"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(text)
     print(text)
 
