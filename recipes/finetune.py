@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,10 @@ def finetune(model_dir: Path, data_dir: Path, dst: Path, params: FinetuneParams,
     history = []
     model.train()
     gen = torch.Generator().manual_seed(params.seed)
-    with tqdm(total=total, desc="finetune", unit="step", dynamic_ncols=True) as bar:
+    # In a terminal the bar redraws in place; in a CI log each redraw is a
+    # line, so redraw rarely there.
+    interval = 0.1 if sys.stderr.isatty() else 10.0
+    with tqdm(total=total, desc="finetune", unit="step", dynamic_ncols=True, mininterval=interval) as bar:
         for epoch in range(params.epochs):
             order = torch.randperm(len(train), generator=gen).tolist()
             epoch_loss = 0.0
