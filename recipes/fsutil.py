@@ -6,7 +6,6 @@ interrupted build never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -14,7 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-CHUNK = 1 << 20
+# The build hashes files with the very function the bundle runtime verifies them with.
+from runtime.integrity import sha256_file  # noqa: F401  (re-exported)
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -44,14 +45,6 @@ def remove_stale_temporaries(directory: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -56,7 +56,6 @@ class Graph:
         self.build = build_dir
         self.dist = dist_dir
         self._nodes: dict[str, list] = {}
-        self.stage_counts: dict[str, int] = {}
 
     # -- plumbing ---------------------------------------------------------
     def rel(self, path: Path) -> str:
@@ -85,7 +84,6 @@ class Graph:
         nodes = self.env.EdgesmithStage(target=[str(t) for t in targets], source=[value] + [str(s) for s in sources])
         self.env.Depends(nodes, [str(self.root / f) for f in module_files(name)])
         self._nodes[key] = nodes
-        self.stage_counts[name] = self.stage_counts.get(name, 0) + 1
         return nodes
 
     def stage_dir(self, name: str, identity: Any) -> Path:

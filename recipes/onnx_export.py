@@ -8,7 +8,6 @@ and a mismatch above the tolerance fails the stage.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +111,6 @@ def onnx_io(path: Path) -> dict[str, Any]:
 
     inits = {i.name for i in model.graph.initializer}
     return {"inputs": describe([i for i in model.graph.input if i.name not in inits]), "outputs": describe(model.graph.output)}
-
-
-def read_report(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
 
 
 def export_stage(model_dir: str, dst: str, report: str, params: dict, input_names: list[str], max_batch: int, max_sequence: int) -> None:

@@ -79,5 +79,4 @@ def declare_targets(env, root: Path, target: str) -> list:
     for prof in loaded:
         nodes = graph.target(prof, inputs, templates, runtime)
         aliases.append(env.Alias(prof.name, nodes))
-    env["EDGESMITH_GRAPH"] = graph
     return aliases

@@ -43,4 +43,5 @@ STAGES: dict[str, Stage] = {
 def module_files(stage: str) -> list[str]:
     """Recipe source files (relative to the repo root) a stage depends on."""
     names = sorted(set(COMMON) | set(STAGES[stage].modules))
-    return [f"recipes/{name}.py" for name in names]
+    # fsutil hashes files with the runtime's own sha256 helper.
+    return [f"recipes/{name}.py" for name in names] + ["runtime/integrity.py"]
