@@ -43,5 +43,7 @@ STAGES: dict[str, Stage] = {
 def module_files(stage: str) -> list[str]:
     """Recipe source files (relative to the repo root) a stage depends on."""
     names = sorted(set(COMMON) | set(STAGES[stage].modules))
-    # fsutil hashes files with the runtime's own sha256 helper.
-    return [f"recipes/{name}.py" for name in names] + ["runtime/integrity.py"]
+    # fsutil hashes with the runtime's sha256 helper; textenc tokenizes with
+    # the runtime's encoder.
+    runtime = ["runtime/integrity.py"] + (["runtime/tokenize.py"] if "textenc" in STAGES[stage].modules else [])
+    return [f"recipes/{name}.py" for name in names] + runtime

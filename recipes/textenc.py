@@ -1,8 +1,8 @@
-"""Text to model inputs with the checkpoint's own tokenizer.json.
+"""Text to model inputs, through the bundle runtime's own encoder.
 
-The build uses the same `tokenizers` file and the same rules (truncation to
-max_length, padding to the longest in the batch, or to a fixed length) as the
-bundle runtime, so training, evaluation and serving see identical ids.
+Training, calibration, evaluation and latency all tokenize with
+runtime.tokenize.TextEncoder, the code that ships in every bundle, so the
+numbers in the report are measured on exactly the ids the device will see.
 """
 from __future__ import annotations
 
@@ -10,37 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.tokenize import TextEncoder
+
 
 class Encoder:
     def __init__(self, tokenizer_json: Path, max_length: int):
-        from tokenizers import Tokenizer
-
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        self.path = Path(tokenizer_json)
         self.max_length = max_length
-        self.pad_id = self._pad_id()
-
-    def _pad_id(self) -> int:
-        padding = self.tokenizer.padding
-        if padding:
-            return int(padding["pad_id"])
-        for token in ("[PAD]", "<pad>"):
-            tid = self.tokenizer.token_to_id(token)
-            if tid is not None:
-                return tid
-        return 0
+        self._encoders: dict[int | None, TextEncoder] = {}
 
     def encode(self, texts: list[str], input_names: tuple[str, ...], pad_to: int | None = None) -> dict[str, np.ndarray]:
-        """int64 arrays for `input_names`; pad to the batch's longest, or to `pad_to`."""
-        tok = self.tokenizer
-        tok.enable_truncation(self.max_length)
-        if pad_to is None:
-            tok.enable_padding(pad_id=self.pad_id)
-        else:
-            tok.enable_padding(pad_id=self.pad_id, length=pad_to)
-        encs = tok.encode_batch(texts)
-        arrays = {
-            "input_ids": np.array([e.ids for e in encs], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64),
-        }
+        """int64 arrays for `input_names`; padded to the batch's longest, or to `pad_to`."""
+        if pad_to not in self._encoders:
+            self._encoders[pad_to] = TextEncoder.from_file(self.path, self.max_length, fixed_length=pad_to)
+        arrays = self._encoders[pad_to].encode(texts)
         return {name: arrays[name] for name in input_names}
