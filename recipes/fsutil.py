@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 # The build hashes files with the very function the bundle runtime verifies them with.
-from runtime.integrity import sha256_file  # noqa: F401  (re-exported)
+from runtime.integrity import sha256_file
 
 TMP_SUFFIX = ".tmp"
 

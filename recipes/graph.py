@@ -130,11 +130,14 @@ class Graph:
     def quantize(self, spec: ArtifactSpec, fp32_onnx: Path, data_dir: Path, teacher_dir: Path, info: CheckpointInfo,
                  profile: Profile) -> Path:
         q = spec.quantize
+        # Only static calibration reads data; a dynamic model must not depend on
+        # the profile's shapes, or targets could not share it.
         args = {"src": self.rel(fp32_onnx), "params": to_plain(q), "input_names": list(info.arch.input_names),
-                "train_jsonl": None, "tokenizer_json": None, "length": profile.shapes.sequence.max}
+                "train_jsonl": None, "tokenizer_json": None, "length": None}
         sources = [fp32_onnx]
         if q.method == "static":
-            args.update(train_jsonl=self.rel(data_dir / "train.jsonl"), tokenizer_json=self.rel(teacher_dir / "tokenizer.json"))
+            args.update(train_jsonl=self.rel(data_dir / "train.jsonl"), tokenizer_json=self.rel(teacher_dir / "tokenizer.json"),
+                        length=profile.shapes.sequence.max)
             sources += [data_dir / "train.jsonl", teacher_dir / "tokenizer.json"]
         out = self.stage_dir(f"onnx-{spec.precision}-{q.method}", args)
         args.update(dst=self.rel(out / "model.onnx"), report=self.rel(out / "quantize.json"))
@@ -219,7 +222,7 @@ class Graph:
 
         copies = [(p, f"models/{s.name}.onnx") for s, p in built]
         copies += [(teacher_dir / n, f"tokenizer/{n}") for n in ("tokenizer.json", "tokenizer_config.json")
-                   if any(f.name == n for f in teacher_files) or n == "tokenizer.json"]
+                   if any(f.name == n for f in teacher_files)]
         copies += [(p, Path(p).name) for p in stub_outputs]
         copies += [(p, f"runtime/{p.relative_to(runtime_dir).as_posix()}") for p in sorted(runtime_dir.rglob("*.py"))]
         bundle_dir = tdir / "bundle"

@@ -95,8 +95,8 @@ def quantize_static(src: Path, dst: Path, train_jsonl: Path, tokenizer_json: Pat
             "per_channel": params.per_channel, "activation_type": params.activation_type}
 
 
-def quantize_stage(src: str, dst: str, report: str, params: dict, train_jsonl: str, tokenizer_json: str,
-                   input_names: list[str], length: int) -> None:
+def quantize_stage(src: str, dst: str, report: str, params: dict, train_jsonl: str | None, tokenizer_json: str | None,
+                   input_names: list[str], length: int | None) -> None:
     from .fsutil import write_json
     from .profile import QUANTIZERS
     from .schema import from_plain
