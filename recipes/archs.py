@@ -23,6 +23,13 @@ class Arch:
     ffn_out: str
     # Weight-name prefix of a trained sequence-classification head.
     head_prefixes: tuple[str, ...]
+    # Config key holding the number of layers (students change it).
+    layer_count_key: str = "num_hidden_layers"
+    # Within one layer: the self-attention module (its q/k/v projections) and
+    # the attention output projection; empty where head pruning is unsupported.
+    attention_self: str = "attention.self"
+    qkv: tuple[str, ...] = ("query", "key", "value")
+    attention_out: str = "attention.output.dense"
 
 
 _BERT_LIKE = dict(
@@ -40,7 +47,8 @@ ARCHS: dict[str, Arch] = {
                     head_prefixes=("classifier.",), **_BERT_LIKE),
     "distilbert": Arch("distilbert", ("input_ids", "attention_mask"), "distilbert.transformer.layer",
                        attention="attention", ffn_in="ffn.lin1", ffn_out="ffn.lin2",
-                       head_prefixes=("classifier.", "pre_classifier.")),
+                       head_prefixes=("classifier.", "pre_classifier."), layer_count_key="n_layers",
+                       attention_self="", qkv=(), attention_out=""),
 }
 # MiniLM checkpoints (all-MiniLM-L6-v2, microsoft/MiniLM-*) declare model_type "bert".
 

@@ -18,12 +18,12 @@ from typing import Any
 from .checkpoint import CheckpointInfo
 from .data import DataParams
 from .errors import ProfileError
-from .profile import FORMAT_RUNTIME, ArtifactSpec, Profile
+from .profile import FORMAT_RUNTIME, ArtifactSpec, DistillParams, Profile, TrainParams
 from .signature import canonical_json, short_hash, to_plain
 from .stages import STAGES, module_files
 
 EDGESMITH_VERSION = "0.1.0"
-BUILDABLE = {("onnx", "fp32"), ("onnx", "int8")}
+BUILDABLE = {("onnx", "fp32"), ("onnx", "int8"), ("onnx", "int4"), ("onnx", "fp16"), ("torch", "fp32")}
 # Export bounds wide enough for every profile, so all targets share one ONNX.
 EXPORT_MAX_BATCH = 1024
 
@@ -43,6 +43,31 @@ class Inputs:
     eval_data: Path | None
     data_params: DataParams
     git_revision: str
+
+
+@dataclass(frozen=True)
+class Model:
+    """A PyTorch checkpoint directory in the build, and its two weight files."""
+    dir: Path
+    weights: list[Path]  # config.json, model.safetensors
+    lineage: str         # how it was made, for the report
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.dir / "tokenizer.json"
+
+
+@dataclass
+class Built:
+    """One artifact of a target: what runners open and what the bundle ships."""
+    spec: ArtifactSpec
+    model: Model
+    path: Path                       # the file (or directory) a runner opens
+    files: list[Path]                # build outputs it consists of
+    runner: str                      # recipes.runners format key
+    bundle: list[tuple[Path, str]]   # (build file, path inside the bundle)
+    entry: str                       # the bundle path the manifest names
+    onnx: Path | None = None         # the ONNX graph it came from, if any
 
 
 def slug(text: str) -> str:
@@ -118,6 +143,61 @@ class Graph:
         self.stage("finetune", targets, sources, args)
         return out, targets
 
+    def teacher_logits(self, teacher: Model, data_dir: Path, info: CheckpointInfo, params: TrainParams) -> Path:
+        args = {"model_dir": self.rel(teacher.dir), "data_dir": self.rel(data_dir), "input_names": list(info.arch.input_names),
+                "max_length": params.max_length, "threads": params.threads}
+        out = self.stage_dir("teacher-logits", args)
+        args["dst"] = self.rel(out)
+        self.stage("teacher_logits", [out / "logits.npy", out / "ids.json"],
+                   teacher.weights + [teacher.tokenizer, data_dir / "train.jsonl"], args)
+        return out
+
+    def trained(self, kind: str, base: Model, teacher: Model, data_dir: Path, info: CheckpointInfo,
+                params: TrainParams) -> Path:
+        """A student (kind "distill", layers chosen from `base`) or a recovered pruned model ("recover")."""
+        logits = self.teacher_logits(teacher, data_dir, info, params)
+        select = isinstance(params, DistillParams)
+        args = {"base_dir": self.rel(base.dir), "teacher_dir": self.rel(teacher.dir), "logits_dir": self.rel(logits),
+                "data_dir": self.rel(data_dir), "params": to_plain(params), "input_names": list(info.arch.input_names),
+                "select_layers": select}
+        out = self.stage_dir(kind, args)
+        args["dst"] = self.rel(out)
+        sources = base.weights + [base.tokenizer, logits / "logits.npy", logits / "ids.json", data_dir / "train.jsonl",
+                                  data_dir / "data.json"]
+        if params.hidden_loss > 0:
+            sources += teacher.weights
+        self.stage("distill", self.checkpoint_targets(out, info, "training.json"), sources, args)
+        return out
+
+    def checkpoint_targets(self, out: Path, info: CheckpointInfo, summary: str) -> list[Path]:
+        tokenizer = [f.name for f in info.files if f.name not in ("config.json", "model.safetensors")]
+        return [out / n for n in ["config.json", "model.safetensors", *tokenizer, summary, "manifest.json"]]
+
+    def model(self, name: str, teacher: Model, profile: Profile, data_dir: Path, info: CheckpointInfo) -> Model:
+        """The teacher, or a [[models]] entry built from its base."""
+        if name == "teacher":
+            return teacher
+        spec = profile.model(name)
+        base = self.model(spec.base, teacher, profile, data_dir, info)
+        if spec.distill is not None:
+            out = self.trained("student", base, teacher, data_dir, info, spec.distill)
+            lineage = f"{base.lineage} > distill"
+        else:
+            threads = spec.recover.threads if spec.recover else 2
+            args = {"base_dir": self.rel(base.dir), "data_dir": self.rel(data_dir), "params": to_plain(spec.prune),
+                    "input_names": list(info.arch.input_names), "max_length": profile.stages.finetune.max_length,
+                    "threads": threads}
+            out = self.stage_dir(f"prune-{spec.prune.method}", args)
+            args["dst"] = self.rel(out)
+            self.stage("prune", self.checkpoint_targets(out, info, "pruning.json"),
+                       base.weights + [base.tokenizer, data_dir / "train.jsonl", data_dir / "data.json"], args)
+            lineage = f"{base.lineage} > prune {spec.prune.method}"
+            if spec.recover is not None:
+                pruned = Model(out, [out / "config.json", out / "model.safetensors"], lineage)
+                out = self.trained("recover", pruned, teacher, data_dir, info, spec.recover)
+                lineage += " > recover"
+        return Model(out, [out / "config.json", out / "model.safetensors"], lineage)
+
     def export(self, teacher_dir: Path, teacher_files: list[Path], profile: Profile, info: CheckpointInfo) -> Path:
         params = profile.stages.export
         args = {"model_dir": self.rel(teacher_dir), "params": to_plain(params), "input_names": list(info.arch.input_names),
@@ -159,6 +239,19 @@ class Graph:
         self.stage("evaluate", [out / "metrics.json", out / "logits.npy"], sources, args)
         return out
 
+    def artifact(self, spec: ArtifactSpec, model: Model, data_dir: Path, info: CheckpointInfo, profile: Profile) -> Built:
+        """Build one [[artifacts]] entry from its model."""
+        name = spec.name
+        if spec.format == "onnx":
+            fp32 = self.export(model.dir, model.weights, profile, info)
+            path = fp32 if spec.quantize is None else self.quantize(spec, fp32, data_dir, model.dir, info, profile)
+            return Built(spec, model, path, [path], "onnx", [(path, f"models/{name}.onnx")], f"models/{name}.onnx", path)
+        if spec.format == "torch" and spec.quantize is None:
+            # The checkpoint itself (config + safetensors) is the artifact.
+            return Built(spec, model, model.dir, model.weights, "torch",
+                         [(f, f"models/{name}/{f.name}") for f in model.weights], f"models/{name}/model.safetensors")
+        raise AssertionError(f"unbuildable artifact {spec.format} {spec.precision} passed the BUILDABLE check")
+
     # -- a whole target ---------------------------------------------------
     def target(self, profile: Profile, inputs: Inputs, templates_dir: Path, runtime_dir: Path) -> list:
         info = inputs.model
@@ -173,55 +266,59 @@ class Graph:
                                f"max_position_embeddings ({info.max_positions}) in {info.root / 'config.json'}")
         tdir = self.build / profile.name
         max_length = profile.shapes.sequence.max
+        names = list(info.arch.input_names)
         data_dir = self.data(inputs)
         teacher_dir, teacher_files = self.teacher(inputs, data_dir, profile)
-        teacher_weights = [f for f in teacher_files if f.name in ("config.json", "model.safetensors")]
-        fp32 = self.export(teacher_dir, teacher_weights, profile, info)
+        teacher = Model(teacher_dir, [f for f in teacher_files if f.name in ("config.json", "model.safetensors")], "teacher")
+        tokenizer = teacher.tokenizer
 
-        t_eval = self.evaluate("torch", teacher_dir, teacher_weights, data_dir, teacher_dir, info, max_length, None)
-        built = []  # (spec, model file)
-        for spec in profile.artifacts:
-            path = fp32 if spec.quantize is None else self.quantize(spec, fp32, data_dir, teacher_dir, info, profile)
-            built.append((spec, path))
-        evals = {spec.name: self.evaluate("onnx", path, [path], data_dir, teacher_dir, info, max_length, t_eval / "logits.npy")
-                 for spec, path in built}
+        t_eval = self.evaluate("torch", teacher.dir, teacher.weights, data_dir, teacher.dir, info, max_length, None)
+        built = [self.artifact(spec, self.model(spec.model, teacher, profile, data_dir, info), data_dir, info, profile)
+                 for spec in profile.artifacts]
+        evals = {b.spec.name: self.evaluate(b.runner, b.path, b.files, data_dir, teacher.dir, info, max_length,
+                                            t_eval / "logits.npy") for b in built}
 
-        names = list(info.arch.input_names)
-        lat_artifacts = [{"name": "teacher", "format": "torch", "path": self.rel(teacher_dir), "input_names": names}]
-        lat_artifacts += [{"name": s.name, "format": s.format, "path": self.rel(p), "input_names": names} for s, p in built]
+        lat_artifacts = [{"name": "teacher", "format": "torch", "path": self.rel(teacher.dir), "input_names": names}]
+        lat_artifacts += [{"name": b.spec.name, "format": b.runner, "path": self.rel(b.path), "input_names": names} for b in built]
         latency = tdir / "latency.json"
         self.stage("latency", [latency],
-                   teacher_weights + [p for _, p in built] + [data_dir / "eval.jsonl", teacher_dir / "tokenizer.json"],
-                   {"artifacts": lat_artifacts, "data_dir": self.rel(data_dir), "tokenizer_json": self.rel(teacher_dir / "tokenizer.json"),
+                   teacher.weights + [f for b in built for f in b.files] + [data_dir / "eval.jsonl", tokenizer],
+                   {"artifacts": lat_artifacts, "data_dir": self.rel(data_dir), "tokenizer_json": self.rel(tokenizer),
                     "params": to_plain(profile.evaluate), "dst": self.rel(latency)})
 
         report_args = {
             "target": profile.name,
             "profile_source": self.rel(Path(profile.source)),
             "teacher": {"format": "torch", "metrics": self.rel(t_eval / "metrics.json")},
-            "artifacts": [{"name": s.name, "format": s.format, "precision": s.precision, "runtime": FORMAT_RUNTIME[s.format],
-                           "metrics": self.rel(evals[s.name] / "metrics.json"), "gates": to_plain(profile.gates_for(s))}
-                          for s, _ in built],
+            "artifacts": [{"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
+                           "runtime": FORMAT_RUNTIME[b.spec.format], "model": b.spec.model, "lineage": b.model.lineage,
+                           "metrics": self.rel(evals[b.spec.name] / "metrics.json"), "gates": to_plain(profile.gates_for(b.spec))}
+                          for b in built],
             "latency": self.rel(latency),
             "out_json": self.rel(tdir / "report.json"),
             "out_md": self.rel(tdir / "report.md"),
+            "out_html": self.rel(tdir / "report.html"),
+            "out_png": self.rel(tdir / "report.png"),
         }
-        report = self.stage("report", [tdir / "report.json", tdir / "report.md"],
-                            [t_eval / "metrics.json", latency] + [evals[s.name] / "metrics.json" for s, _ in built], report_args)
+        report = self.stage("report", [tdir / "report.json", tdir / "report.md", tdir / "report.html", tdir / "report.png"],
+                            [t_eval / "metrics.json", latency] + [evals[b.spec.name] / "metrics.json" for b in built], report_args)
 
-        default = profile.bundle.default_artifact or profile.artifacts[0].name
-        bundle_artifacts = [{"name": s.name, "format": s.format, "precision": s.precision, "runtime": FORMAT_RUNTIME[s.format],
-                             "path": f"models/{s.name}.onnx", "quantization": to_plain(s.quantize)} for s, _ in built]
+        shipped = [b for b in built if not profile.bundle.artifacts or b.spec.name in profile.bundle.artifacts]
+        default = profile.bundle.default_artifact or shipped[0].spec.name
+        bundle_artifacts = [{"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
+                             "runtime": FORMAT_RUNTIME[b.spec.format], "path": b.entry, "model": b.spec.model, "lineage": b.model.lineage,
+                             "quantization": to_plain(b.spec.quantize)} for b in shipped]
         stub_outputs = [tdir / "stub" / Path(t).name for t in profile.stubs.templates]
         self.stage("stub", stub_outputs,
                    [data_dir / "data.json"] + [templates_dir / f"{t}.jinja" for t in profile.stubs.templates],
                    {"templates": list(profile.stubs.templates), "outputs": [self.rel(p) for p in stub_outputs],
                     "data_json": self.rel(data_dir / "data.json"),
                     "context": {"target": profile.name, "description": profile.device.description, "default_artifact": default,
-                                "artifacts": bundle_artifacts, "max_length": max_length, "runtime_version": EDGESMITH_VERSION}})
+                                "artifacts": bundle_artifacts, "max_length": max_length, "runtime_version": EDGESMITH_VERSION,
+                                "shapes": to_plain(profile.shapes), "input_names": names}})
 
-        copies = [(p, f"models/{s.name}.onnx") for s, p in built]
-        copies += [(teacher_dir / n, f"tokenizer/{n}") for n in ("tokenizer.json", "tokenizer_config.json")
+        copies = [pair for b in shipped for pair in b.bundle]
+        copies += [(teacher.dir / n, f"tokenizer/{n}") for n in ("tokenizer.json", "tokenizer_config.json")
                    if any(f.name == n for f in teacher_files)]
         copies += [(p, Path(p).name) for p in stub_outputs]
         copies += [(p, f"runtime/{p.relative_to(runtime_dir).as_posix()}") for p in sorted(runtime_dir.rglob("*.py"))]
@@ -230,9 +327,10 @@ class Graph:
         meta = {"target": profile.name, "device": to_plain(profile.device), "shapes": to_plain(profile.shapes),
                 "model": {"name": model_name(info), "model_type": info.model_type}, "max_length": max_length,
                 "default_artifact": default, "git_revision": inputs.git_revision, "edgesmith_version": EDGESMITH_VERSION}
+        io_from = next((b.onnx for b in shipped if b.onnx is not None), None) or self.export(teacher.dir, teacher.weights, profile, info)
         bundle = self.stage("bundle", bundle_targets, [p for p, _ in copies] + [data_dir / "data.json", tdir / "report.json"],
                             {"out_dir": self.rel(bundle_dir), "copies": [[self.rel(p), rel] for p, rel in copies],
-                             "artifacts": bundle_artifacts, "io_from": self.rel(fp32), "data_json": self.rel(data_dir / "data.json"),
+                             "artifacts": bundle_artifacts, "io_from": self.rel(io_from), "data_json": self.rel(data_dir / "data.json"),
                              "meta": meta})
         tarball = self.dist / f"{profile.name}-{model_name(info)}.tar.gz"
         archive = self.stage("archive", [tarball], bundle_targets, {"bundle_dir": self.rel(bundle_dir), "dst": self.rel(tarball)})

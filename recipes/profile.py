@@ -138,6 +138,7 @@ QUANT_METHODS: dict[tuple[str, str], tuple[str, ...]] = {
     ("onnx", "int4"): ("weight_only",),
     ("tensorrt", "fp16"): ("fp16",),
     ("tensorrt", "int8"): ("static",),
+    ("torch", "int8"): ("dynamic",),
     ("ptl", "fp32"): (),
     ("ptl", "int8"): ("dynamic",),
     ("pte", "fp32"): (),
@@ -168,11 +169,81 @@ class Gates:
 
 
 @dataclass(frozen=True)
+class TrainParams:
+    """Knowledge distillation from the teacher's logits (and hidden states)."""
+    # loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels)
+    temperature: float = 2.0
+    alpha: float = 0.5
+    # Weight of the MSE between student layers and the teacher layers they
+    # were initialised from (0 = off); needs equal hidden sizes.
+    hidden_loss: float = 0.0
+    epochs: int = 3
+    learning_rate: float = 1e-4
+    batch_size: int = 16
+    max_length: int = 128
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    seed: int = 42
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class DistillParams(TrainParams):
+    # Student depth; its layers are initialised from teacher layers: `layer_ids`
+    # when given, else every other layer (the DistilBERT recipe), else half.
+    layers: int = 0
+    layer_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class MagnitudePrune:
+    method: Literal["magnitude"]
+    sparsity: float = 0.5
+    # global: one threshold over all encoder weights; layer: the same sparsity in each.
+    scope: Literal["global", "layer"] = "global"
+
+
+@dataclass(frozen=True)
+class HeadPrune:
+    method: Literal["heads"]
+    # Fraction of all attention heads removed, least important first (at
+    # least one head stays in every layer).
+    fraction: float = 0.25
+    # Train examples used to score head importance.
+    samples: int = 256
+
+
+@dataclass(frozen=True)
+class FfnPrune:
+    method: Literal["ffn"]
+    # Share of FFN neurons kept, the same in every layer, so the result is a
+    # plain checkpoint with a smaller intermediate_size.
+    keep_ratio: float = 0.5
+    samples: int = 256
+
+
+PRUNERS = {"magnitude": MagnitudePrune, "heads": HeadPrune, "ffn": FfnPrune}
+PruneSpec = MagnitudePrune | HeadPrune | FfnPrune
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A derived PyTorch model: a distilled student or a pruned copy of `base`."""
+    name: str
+    base: str = "teacher"
+    distill: Optional[DistillParams] = None
+    prune: Optional[PruneSpec] = field(default=None, metadata={"tag": "method", "variants": PRUNERS})
+    # Distil the pruned model from the teacher to recover accuracy.
+    recover: Optional[TrainParams] = None
+
+
+@dataclass(frozen=True)
 class ArtifactSpec:
     name: str
     format: Format
     precision: Precision
-    model: Literal["teacher"] = "teacher"
+    # "teacher" or the name of a [[models]] entry.
+    model: str = "teacher"
     quantize: Optional[QuantSpec] = field(default=None, metadata={"tag": "method", "variants": QUANTIZERS})
     gates: Gates = Gates()
 
@@ -210,6 +281,9 @@ class StubParams:
 @dataclass(frozen=True)
 class BundleParams:
     default_artifact: str = ""
+    # Artifacts shipped in the bundle (all when empty); every artifact is
+    # still built, evaluated and reported.
+    artifacts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -224,6 +298,7 @@ class Profile:
     runtimes: tuple[Runtime, ...]
     shapes: Shapes
     artifacts: tuple[ArtifactSpec, ...]
+    models: tuple[ModelSpec, ...] = ()
     stages: Stages = Stages()
     gates: Gates = Gates()
     evaluate: EvaluateParams = EvaluateParams()
@@ -241,6 +316,12 @@ class Profile:
                 return spec
         raise KeyError(name)
 
+    def model(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
     def gates_for(self, spec: ArtifactSpec) -> Gates:
         """Profile-wide gates with the artifact's own values on top."""
         own = {k: v for k, v in dataclasses.asdict(spec.gates).items() if v is not None}
@@ -254,6 +335,7 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
     for key, rng in (("shapes.batch", p.shapes.batch), ("shapes.sequence", p.shapes.sequence)):
         if not 1 <= rng.min <= rng.opt <= rng.max:
             raise bad(key, f" = {{min={rng.min}, opt={rng.opt}, max={rng.max}}}: need 1 <= min <= opt <= max")
+    check_models(p, bad)
     names = [a.name for a in p.artifacts]
     if not names:
         raise bad("artifacts", ": the profile builds nothing; add at least one [[artifacts]] table")
@@ -263,6 +345,9 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
             raise bad(f"{key}.name", f" = {spec.name!r}: use letters, digits, '_' or '-' (and not 'teacher')")
         if spec.name in names[:i]:
             raise bad(f"{key}.name", f" = {spec.name!r} is used twice; artifact names must be unique")
+        models = ["teacher"] + [m.name for m in p.models]
+        if spec.model not in models:
+            raise bad(f"{key}.model", f" = {spec.model!r} is not a model; use one of {', '.join(map(repr, models))} (define others in [[models]])")
         allowed = QUANT_METHODS.get((spec.format, spec.precision))
         if allowed is None:
             combos = sorted(pr for (fm, pr) in QUANT_METHODS if fm == spec.format)
@@ -279,8 +364,12 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
             raise bad(f"{key}.format", " = 'tensorrt' needs a GPU; device.accelerator is 'none'")
         if spec.precision in ("fp16", "nf4") and spec.format != "onnx" and p.device.accelerator == "none":
             raise bad(f"{key}.precision", f" = {spec.precision!r} needs a GPU for {spec.format}; device.accelerator is 'none'")
-    if p.bundle.default_artifact and p.bundle.default_artifact not in names:
-        raise bad("bundle.default_artifact", f" = {p.bundle.default_artifact!r} is not an artifact; use one of {', '.join(map(repr, names))}")
+    for i, shipped in enumerate(p.bundle.artifacts):
+        if shipped not in names:
+            raise bad(f"bundle.artifacts[{i}]", f" = {shipped!r} is not an artifact; use one of {', '.join(map(repr, names))}")
+    in_bundle = list(p.bundle.artifacts) or names
+    if p.bundle.default_artifact and p.bundle.default_artifact not in in_bundle:
+        raise bad("bundle.default_artifact", f" = {p.bundle.default_artifact!r} is not an artifact in the bundle; use one of {', '.join(map(repr, in_bundle))}")
     if 1 not in p.evaluate.batch_sizes or any(b < 1 for b in p.evaluate.batch_sizes):
         raise bad("evaluate.batch_sizes", f" = {list(p.evaluate.batch_sizes)}: must be positive and include 1")
     if p.evaluate.sequence_length > p.shapes.sequence.max:
@@ -294,6 +383,45 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
             if not (templates_dir / f"{name}.jinja").is_file():
                 known = sorted(str(t.relative_to(templates_dir))[: -len(".jinja")] for t in templates_dir.rglob("*.jinja"))
                 raise bad(f"stubs.templates[{i}]", f" = {name!r}: no templates/{name}.jinja; known templates: {', '.join(known)}")
+
+
+def check_models(p: Profile, bad) -> None:
+    known = ["teacher"]
+    for i, m in enumerate(p.models):
+        key = f"models[{i}]"
+        if not m.name.replace("_", "").replace("-", "").isalnum() or m.name in known:
+            raise bad(f"{key}.name", f" = {m.name!r}: use a unique name of letters, digits, '_' or '-' (and not 'teacher')")
+        if m.base not in known:
+            raise bad(f"{key}.base", f" = {m.base!r} is not defined above this model; use one of {', '.join(map(repr, known))}")
+        if (m.distill is None) == (m.prune is None):
+            raise bad(key, f" ({m.name}): give exactly one of a distill or a prune table")
+        if m.recover is not None and m.prune is None:
+            raise bad(f"{key}.recover", ": recovery training follows pruning; for a student use the distill table")
+        for part, train in (("distill", m.distill), ("recover", m.recover)):
+            if train is None:
+                continue
+            if not 0.0 <= train.alpha <= 1.0 or train.temperature <= 0 or train.hidden_loss < 0:
+                raise bad(f"{key}.{part}", ": need 0 <= alpha <= 1, temperature > 0 and hidden_loss >= 0")
+            if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0:
+                raise bad(f"{key}.{part}", ": epochs, batch_size and learning_rate must be positive")
+            if train.max_length > p.shapes.sequence.max:
+                raise bad(f"{key}.{part}.max_length", f" = {train.max_length} exceeds shapes.sequence.max = {p.shapes.sequence.max}")
+        d = m.distill
+        if d is not None:
+            if d.layers < 0 or (d.layer_ids and d.layers and d.layers != len(d.layer_ids)):
+                raise bad(f"{key}.distill.layers", f" = {d.layers}: must be >= 0 and match the length of layer_ids")
+            if any(i < 0 for i in d.layer_ids) or list(d.layer_ids) != sorted(set(d.layer_ids)):
+                raise bad(f"{key}.distill.layer_ids", f" = {list(d.layer_ids)}: need distinct, increasing, non-negative layer indices")
+        pr = m.prune
+        if isinstance(pr, MagnitudePrune) and not 0.0 < pr.sparsity < 1.0:
+            raise bad(f"{key}.prune.sparsity", f" = {pr.sparsity}: need 0 < sparsity < 1")
+        if isinstance(pr, HeadPrune) and not 0.0 < pr.fraction < 1.0:
+            raise bad(f"{key}.prune.fraction", f" = {pr.fraction}: need 0 < fraction < 1")
+        if isinstance(pr, FfnPrune) and not 0.0 < pr.keep_ratio < 1.0:
+            raise bad(f"{key}.prune.keep_ratio", f" = {pr.keep_ratio}: need 0 < keep_ratio < 1")
+        if isinstance(pr, (HeadPrune, FfnPrune)) and pr.samples < 1:
+            raise bad(f"{key}.prune.samples", f" = {pr.samples}: need at least 1")
+        known.append(m.name)
 
 
 def load_profile(path: Path, templates_dir: Path | None = None) -> Profile:

@@ -1,8 +1,9 @@
-"""ONNX Runtime int8 quantization: dynamic, and static QDQ calibrated on train.
+"""ONNX quantization: ORT dynamic int8, static QDQ int8 calibrated on the
+train split, int4 weight-only (MatMulNBits) and fp16.
 
-Thin, typed wrappers around onnxruntime.quantization; what they add is the
-calibration reader over our own train split and the mapping of profile knobs
-onto ORT arguments.
+Thin, typed wrappers around onnxruntime.quantization and ORT's float16
+converter; what they add is the calibration reader over our own train split
+and the mapping of profile knobs onto their arguments.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from .data import load_split
 from .fsutil import atomic_path
-from .profile import DynamicInt8, StaticInt8
+from .profile import DynamicInt8, Fp16, StaticInt8, WeightOnlyInt4
 from .textenc import Encoder
 
 
@@ -95,6 +96,40 @@ def quantize_static(src: Path, dst: Path, train_jsonl: Path, tokenizer_json: Pat
             "per_channel": params.per_channel, "activation_type": params.activation_type}
 
 
+def quantize_int4(src: Path, dst: Path, params: WeightOnlyInt4) -> dict[str, Any]:
+    """4-bit block-wise weights: MatMul -> MatMulNBits; optionally the
+    embedding tables too (Gather -> GatherBlockQuantized), which are about
+    half of a small BERT and otherwise stay fp32."""
+    import logging
+
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
+    op_types = ("MatMul", "Gather") if params.quantize_embeddings else ("MatMul",)
+    quantizer = MatMulNBitsQuantizer(
+        str(src), bits=4, block_size=params.block_size, is_symmetric=params.symmetric,
+        accuracy_level=params.accuracy_level, op_types_to_quantize=op_types,
+        quant_axes=(("MatMul", 0), ("Gather", 1)),
+    )
+    quantizer.process()
+    with atomic_path(dst) as tmp:
+        quantizer.model.save_model_to_file(str(tmp), use_external_data_format=False)
+    return {"method": "weight_only", "bits": 4, "block_size": params.block_size, "symmetric": params.symmetric,
+            "accuracy_level": params.accuracy_level, "op_types": list(op_types)}
+
+
+def convert_fp16(src: Path, dst: Path, params: Fp16) -> dict[str, Any]:
+    """fp16 weights and compute; with keep_io_types the graph still takes int64
+    ids and returns fp32 logits, so callers need no change."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=params.keep_io_types)
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
+    return {"method": "fp16", "keep_io_types": params.keep_io_types}
+
+
 def quantize_stage(src: str, dst: str, report: str, params: dict, train_jsonl: str | None, tokenizer_json: str | None,
                    input_names: list[str], length: int | None) -> None:
     from .fsutil import write_json
@@ -106,6 +141,10 @@ def quantize_stage(src: str, dst: str, report: str, params: dict, train_jsonl: s
         info = quantize_dynamic(Path(src), Path(dst), spec)
     elif isinstance(spec, StaticInt8):
         info = quantize_static(Path(src), Path(dst), Path(train_jsonl), Path(tokenizer_json), spec, tuple(input_names), length)
+    elif isinstance(spec, WeightOnlyInt4):
+        info = quantize_int4(Path(src), Path(dst), spec)
+    elif isinstance(spec, Fp16):
+        info = convert_fp16(Path(src), Path(dst), spec)
     else:
-        raise ValueError(f"quantize stage got method {params['method']!r}; the graph only routes dynamic/static here")
+        raise ValueError(f"quantize stage got method {params['method']!r}; ONNX quantization is dynamic, static, weight_only or fp16")
     write_json(Path(report), info)

@@ -1,6 +1,7 @@
 """The target's report: accuracy, agreement, size and latency against the teacher.
 
-Writes report.json (for tools) and report.md (for people), then enforces the
+Writes report.json (for tools), report.md and report.html (for people, the
+HTML with a plot of accuracy against latency and size), then enforces the
 profile's quality gates: a failing gate fails the build, after the report
 has been written with the failure marked, so the numbers can be read.
 """
@@ -48,16 +49,21 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
     t_metrics = _load(teacher["metrics"])
     t_latency = latency["median_ms"].get("teacher", {})
     rows = [{"name": "teacher", "format": teacher["format"], "precision": "fp32", "runtime": "pytorch",
+             "model": "teacher", "lineage": "teacher",
              **t_metrics, "agreement": 1.0, "max_abs_logit_diff": 0.0, "latency_ms": t_latency,
              "speedup": {b: 1.0 for b in t_latency}, "gates": [], "built": True}]
-    reference_size = next((_load(a["metrics"])["size_bytes"] for a in artifacts
-                           if a["format"] == "onnx" and a["precision"] == "fp32"), t_metrics["size_bytes"])
+    # Sizes are compared with the teacher's fp32 ONNX model when the target
+    # builds one, else with the teacher's checkpoint (nearly the same bytes).
+    reference = next((a for a in artifacts if a["format"] == "onnx" and a["precision"] == "fp32"
+                      and a.get("model", "teacher") == "teacher"), None)
+    reference_size = _load(reference["metrics"])["size_bytes"] if reference else t_metrics["size_bytes"]
+    reference_name = f"{reference['name']} (the teacher's fp32 ONNX)" if reference else "the teacher's fp32 checkpoint"
     failures = []
     for art in artifacts:
         m = _load(art["metrics"])
         lat = latency["median_ms"].get(art["name"], {})
         row = {"name": art["name"], "format": art["format"], "precision": art["precision"], "runtime": art["runtime"],
-               **m, "latency_ms": lat, "built": True,
+               "model": art.get("model", "teacher"), "lineage": art.get("lineage", "teacher"), **m, "latency_ms": lat, "built": True,
                "size_vs_fp32": round(m["size_bytes"] / reference_size, 4),
                "speedup": {b: round(t_latency[b] / lat[b], 3) for b in lat if b in t_latency and lat[b] > 0}}
         row["gates"] = check_gates(row, art["gates"], t_metrics["accuracy"], largest)
@@ -69,6 +75,7 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         "eval_examples": t_metrics["examples"],
         "latency": {k: latency[k] for k in ("threads", "sequence_length", "repeats", "warmup")},
         "batches": batches,
+        "size_reference": reference_name,
         "artifacts": rows,
         "gate_failures": failures,
     }
@@ -88,13 +95,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{lat['repeats']} runs after {lat['warmup']} warm-up runs, sequence length {lat['sequence_length']}, "
         f"{lat['threads']} threads, all artifacts timed side by side in interleaved rounds on the build host.",
         "",
-        "| artifact | format | precision | accuracy | agreement | max abs logit diff | size MB | gzip MB | size vs fp32 | "
+        "| artifact | model | format | precision | accuracy | agreement | max abs logit diff | size MB | gzip MB | size vs fp32 | "
         + " | ".join(f"b{x} ms" for x in b) + " | " + " | ".join(f"speed-up b{x}" for x in b) + " | gates |",
-        "|" + "---|" * (9 + 2 * len(b) + 1),
+        "|" + "---|" * (10 + 2 * len(b) + 1),
     ]
     for r in report["artifacts"]:
         cells = [
-            r["name"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
+            r["name"], r["model"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
             f"{r.get('max_abs_logit_diff', 0.0):.4f}", f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
             f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-",
         ]
@@ -103,18 +110,99 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells.append("FAIL: " + "; ".join(r["gates"]) if r["gates"] else ("-" if r["name"] == "teacher" else "pass"))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Agreement: share of eval examples where the artifact predicts the teacher's label. "
-              "Size vs fp32: against the fp32 ONNX model. Speed-up: teacher latency (PyTorch) / artifact latency.", ""]
+              f"Size vs fp32: against {report['size_reference']}. Speed-up: teacher latency (PyTorch) / artifact latency.", ""]
+    lines += ["## Models", ""] + [f"- `{m}`: {lineage}" for m, lineage in _lineages(report)] + [""]
     if report["gate_failures"]:
         lines += ["## Gate failures", ""] + [f"- {f}" for f in report["gate_failures"]] + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _lineages(report: dict[str, Any]) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for r in report["artifacts"]:
+        seen.setdefault(r["model"], r["lineage"])
+    return list(seen.items())
+
+
+def plot_png(report: dict[str, Any], dst: Path) -> None:
+    """Accuracy against batch-1 latency and against size, one point per artifact."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on build hosts
+    import matplotlib.pyplot as plt
+
+    fig, (ax_lat, ax_size) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100)
+    for r in report["artifacts"]:
+        acc = 100 * r["accuracy"]
+        marker = "*" if r["name"] == "teacher" else ("x" if r["gates"] else "o")
+        if "1" in r["latency_ms"]:
+            ax_lat.scatter(r["latency_ms"]["1"], acc, marker=marker, s=60)
+            ax_lat.annotate(r["name"], (r["latency_ms"]["1"], acc), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax_size.scatter(r["size_bytes"] / MB, acc, marker=marker, s=60)
+        ax_size.annotate(r["name"], (r["size_bytes"] / MB, acc), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax_lat.set_xlabel("batch-1 latency (ms, build host)")
+    ax_size.set_xlabel("size (MB)")
+    for ax in (ax_lat, ax_size):
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{report['target']}: accuracy vs latency and size ({report['eval_examples']} eval examples; x = gate failed)")
+    fig.tight_layout()
+    with atomic_path(dst) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def render_html(report: dict[str, Any], png: Path) -> str:
+    """A self-contained page: the plot inlined, then the markdown table as HTML."""
+    import base64
+    import html
+
+    b = report["batches"]
+    head = ["artifact", "model", "format", "precision", "accuracy", "agreement", "max abs logit diff", "size MB",
+            "gzip MB", "size vs fp32"] + [f"b{x} ms" for x in b] + [f"speed-up b{x}" for x in b] + ["gates"]
+    rows = []
+    for r in report["artifacts"]:
+        cells = [r["name"], r["model"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
+                 f"{r.get('max_abs_logit_diff', 0.0):.4f}", f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
+                 f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-"]
+        cells += [f"{r['latency_ms'][x]:.2f}" if x in r["latency_ms"] else "n/a" for x in b]
+        cells += [f"{r['speedup'][x]:.2f}x" if x in r["speedup"] else "n/a" for x in b]
+        cells.append("FAIL: " + "; ".join(r["gates"]) if r["gates"] else ("-" if r["name"] == "teacher" else "pass"))
+        cls = ' class="fail"' if r["gates"] else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    lat = report["latency"]
+    image = base64.b64encode(png.read_bytes()).decode("ascii")
+    lineages = "".join(f"<li><code>{html.escape(m)}</code>: {html.escape(l)}</li>" for m, l in _lineages(report))
+    failures = "".join(f"<li>{html.escape(f)}</li>" for f in report["gate_failures"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>edgesmith report: {html.escape(report['target'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+td:first-child,td:nth-child(2){{text-align:left}}tr.fail{{background:#fdd}}</style></head><body>
+<h1>edgesmith report: {html.escape(report['target'])}</h1>
+<p>Profile <code>{html.escape(report['profile'])}</code>; {report['eval_examples']} eval examples. Latency: median of {lat['repeats']} runs
+after {lat['warmup']} warm-up runs, sequence length {lat['sequence_length']}, {lat['threads']} threads, all artifacts timed side by side
+in interleaved rounds on the build host.</p>
+<img alt="accuracy against latency and size" src="data:image/png;base64,{image}">
+<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>
+{chr(10).join(rows)}
+</table>
+<p>Agreement: share of eval examples where the artifact predicts the teacher's label. Size vs fp32: against {html.escape(report['size_reference'])}.
+Speed-up: teacher latency (PyTorch) / artifact latency.</p>
+<h2>Models</h2><ul>{lineages}</ul>
+{'<h2>Gate failures</h2><ul>' + failures + '</ul>' if failures else ''}
+</body></html>
+"""
+
+
 def report_stage(target: str, profile_source: str, teacher: dict, artifacts: list[dict], latency: str,
-                 out_json: str, out_md: str) -> None:
+                 out_json: str, out_md: str, out_html: str, out_png: str) -> None:
     report = build_report(target, profile_source, teacher, artifacts, latency)
     write_json(Path(out_json), report)
     with atomic_path(Path(out_md)) as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")
+    plot_png(report, Path(out_png))
+    with atomic_path(Path(out_html)) as tmp:
+        tmp.write_text(render_html(report, Path(out_png)), encoding="utf-8")
     if report["gate_failures"]:
         first = report["gate_failures"][0]
         more = f" (and {len(report['gate_failures']) - 1} more)" if len(report["gate_failures"]) > 1 else ""

@@ -33,13 +33,23 @@ def git_revision(root: Path) -> str:
         return "unknown"
 
 
-def resolve_targets(root: Path, name: str) -> list[str]:
+def resolve_targets(root: Path, name: str) -> list[Path]:
+    """Profile files for target=NAME: a targets/ name, 'all', or a path to a .toml file."""
     known = profile_names(root / "targets")
     if name == "all":
-        return known
+        return [root / "targets" / f"{n}.toml" for n in known]
+    if name.endswith(".toml"):
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            raise ConfigError(f"target={name}: no such profile file")
+        if path.stem in known and path.resolve() != (root / "targets" / f"{path.stem}.toml").resolve():
+            raise ConfigError(f"target={name}: its name {path.stem!r} is taken by targets/{path.stem}.toml; rename the file")
+        return [path]
     if name not in known:
-        raise ConfigError(f"target={name}: no such profile; known targets: {', '.join(known)}, all, list (profiles live in targets/*.toml)")
-    return [name]
+        raise ConfigError(f"target={name}: no such profile; known targets: {', '.join(known)}, all, list, "
+                          f"or a path to a profile file (profiles live in targets/*.toml)")
+    return [root / "targets" / f"{name}.toml"]
 
 
 def parse_fraction(text: str) -> float:
@@ -53,9 +63,8 @@ def parse_fraction(text: str) -> float:
 
 
 def declare_targets(env, root: Path, target: str) -> list:
-    names = resolve_targets(root, target)
     templates, runtime = root / "templates", root / "runtime"
-    loaded = [load_profile(root / "targets" / f"{n}.toml", templates) for n in names]
+    loaded = [load_profile(path, templates) for path in resolve_targets(root, target)]
 
     model_dir = Path(env["model"]).expanduser() if env["model"] else default_model_dir()
     info = inspect(model_dir.absolute())

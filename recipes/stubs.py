@@ -60,21 +60,13 @@ def render_to(template: str, context: dict[str, Any], dst: Path, root: Path = TE
             tmp.chmod(0o755)
 
 
-def stub_context(target: str, description: str, data_json: str, default_artifact: str, artifacts: list[dict],
-                 max_length: int, runtime_version: str) -> dict[str, Any]:
+def stub_context(context: dict[str, Any], data_json: str) -> dict[str, Any]:
+    """The graph's values plus the labels, read from the data stage's output."""
     labels = json.loads(Path(data_json).read_text(encoding="utf-8"))["labels"]
-    return {
-        "target": target,
-        "description": description,
-        "labels": labels,
-        "default_artifact": default_artifact,
-        "artifacts": artifacts,
-        "max_length": max_length,
-        "runtime_version": runtime_version,
-    }
+    return {**context, "labels": labels}
 
 
 def stub_stage(templates: list[str], outputs: list[str], context: dict, data_json: str) -> None:
-    ctx = stub_context(data_json=data_json, **context)
+    ctx = stub_context(context, data_json)
     for template, out in zip(templates, outputs):
         render_to(template, ctx, Path(out))

@@ -41,7 +41,8 @@ def make_project(dst: Path) -> Path:
             shutil.copytree(src, dst / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst / part)
-    shutil.copy2(REPO / "tests" / "fixtures" / "tiny.toml", dst / "targets" / "tiny.toml")
+    for name in ("tiny.toml", "tiny_compress.toml"):
+        shutil.copy2(REPO / "tests" / "fixtures" / name, dst / "targets" / name)
     return dst
 
 

@@ -1,0 +1,91 @@
+"""Host runners for the PyTorch-family artifacts: TorchScript, .ptl, .pte.
+
+Same protocol as runners.py: `runner(feeds)` takes a dict of int64 arrays
+(at least `input_names`) and returns float32 logits. Inputs are passed
+positionally in `input_names` order, which is the order every exporter in
+quantize_torch.py / mobile_export.py uses.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+Feeds = dict[str, np.ndarray]
+
+
+def _tensors(feeds: Feeds, input_names: tuple[str, ...]) -> list:
+    import torch
+
+    return [torch.from_numpy(np.ascontiguousarray(feeds[n], dtype=np.int64)) for n in input_names]
+
+
+class TorchScriptRunner:
+    """A TorchScript file from torch.jit.save (the host dynamic-int8 artifact)."""
+
+    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int = 0):
+        import torch
+
+        from .hf import set_threads
+
+        set_threads(threads)
+        self._torch = torch
+        self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        self.input_names = tuple(input_names)
+
+    def __call__(self, feeds: Feeds) -> np.ndarray:
+        with self._torch.inference_mode():
+            out = self.module(*_tensors(feeds, self.input_names))
+        return out.float().numpy()
+
+
+class PtlRunner:
+    """A TorchScript-lite .ptl on the lite interpreter, as PyTorch Mobile runs it."""
+
+    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int = 0):
+        import torch
+        import torch.jit.mobile
+
+        from .hf import set_threads
+
+        set_threads(threads)
+        self._torch = torch
+        self.module = torch.jit.mobile._load_for_lite_interpreter(str(path), map_location="cpu")
+        self.input_names = tuple(input_names)
+
+    def __call__(self, feeds: Feeds) -> np.ndarray:
+        with self._torch.inference_mode():
+            out = self.module(*_tensors(feeds, self.input_names))
+        return out.detach().float().numpy()
+
+
+class PteRunner:
+    """An ExecuTorch .pte through the Python runtime (XNNPACK delegate included).
+
+    `max_batch` splits larger batches for programs exported with a smaller
+    batch bound (0: pass every batch whole).
+    """
+
+    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int = 0, max_batch: int = 0):
+        from executorch.runtime import Runtime
+
+        if threads > 0:
+            # XNNPACK's threadpool is process-wide in the Python runtime.
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(threads)
+        self.program = Runtime.get().load_program(Path(path))
+        self.method = self.program.load_method("forward")
+        self.input_names = tuple(input_names)
+        self.max_batch = max_batch
+
+    def __call__(self, feeds: Feeds) -> np.ndarray:
+        n = len(feeds[self.input_names[0]])
+        step = self.max_batch or n
+        parts = []
+        for start in range(0, n, step):
+            part = {k: feeds[k][start:start + step] for k in self.input_names}
+            out = self.method.execute(_tensors(part, self.input_names))[0]
+            # The runtime may reuse the output buffer on the next call.
+            parts.append(out.detach().float().numpy().copy())
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
