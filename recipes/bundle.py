@@ -72,7 +72,7 @@ def bundle_stage(out_dir: str, copies: list[list[str]], artifacts: list[dict], i
             dst = tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
-            if os.access(src, os.X_OK) and rel.endswith(".py"):
+            if os.access(src, os.X_OK) and rel.endswith((".py", ".sh")):
                 dst.chmod(0o755)
         manifest = build_manifest(tmp, meta, artifacts, io_spec, labels)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -28,6 +28,7 @@ class CheckpointInfo:
     num_labels: int
     id2label: tuple[str, ...]
     max_positions: int
+    vocab_size: int
     # Files that make up the checkpoint, as SCons sources (sorted).
     files: tuple[Path, ...]
 
@@ -83,6 +84,7 @@ def inspect(model_dir: Path) -> CheckpointInfo:
         num_labels=len(labels),
         id2label=labels,
         max_positions=int(config.get("max_position_embeddings", 512)),
+        vocab_size=int(config.get("vocab_size", 0)),
         files=tuple(sorted(files)),
     )
 

@@ -56,9 +56,11 @@ def atomic_path(dst: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dst.name), suffix=TMP_SUFFIX, dir=dst.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes 0600; outputs are ordinary 0644 files unless the caller
+    # changes the mode (an executable script), which must survive the rename.
+    tmp_path.chmod(0o644)
     try:
         yield tmp_path
-        tmp_path.chmod(0o644)
         os.replace(tmp_path, dst)
     finally:
         if tmp_path.exists():
@@ -83,8 +85,8 @@ def atomic_dir(dst: Path) -> Iterator[Path]:
             target = dst / src.relative_to(tmp)
             target.parent.mkdir(parents=True, exist_ok=True)
             # Some writers (safetensors, mkstemp) create 0600 files; outputs
-            # are ordinary readable files.
-            src.chmod(0o644)
+            # are ordinary readable files, executable where the writer said so.
+            src.chmod(0o755 if src.stat().st_mode & 0o100 else 0o644)
             os.replace(src, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -23,7 +23,8 @@ from .signature import canonical_json, short_hash, to_plain
 from .stages import STAGES, module_files
 
 EDGESMITH_VERSION = "0.1.0"
-BUILDABLE = {("onnx", "fp32"), ("onnx", "int8"), ("onnx", "int4"), ("onnx", "fp16"), ("torch", "fp32")}
+BUILDABLE = {("onnx", "fp32"), ("onnx", "int8"), ("onnx", "int4"), ("onnx", "fp16"), ("torch", "fp32"), ("torch", "nf4"),
+             ("tensorrt", "fp16"), ("tensorrt", "int8")}
 # Export bounds wide enough for every profile, so all targets share one ONNX.
 EXPORT_MAX_BATCH = 1024
 
@@ -68,6 +69,10 @@ class Built:
     bundle: list[tuple[Path, str]]   # (build file, path inside the bundle)
     entry: str                       # the bundle path the manifest names
     onnx: Path | None = None         # the ONNX graph it came from, if any
+    # Extra manifest fields (a TensorRT engine's path and where it is built).
+    manifest: dict[str, Any] | None = None
+    note: str = ""                   # for the report: what was measured, when not the artifact itself
+    engine: dict[str, Any] | None = None  # stub context for TensorRT artifacts
 
 
 def slug(text: str) -> str:
@@ -95,7 +100,9 @@ class Graph:
                 self.env["EDGESMITH_EXTERNALS"] = externals
             return f"@external:{externals.index(str(path))}"
 
-    def stage(self, name: str, targets: list[Path], sources: list, args: dict[str, Any]) -> list:
+    def stage(self, name: str, targets: list[Path], sources: list, args: dict[str, Any],
+              signature: dict[str, Any] | None = None) -> list:
+        """`signature`: facts that shape the output but are not arguments (a GPU's compute capability)."""
         key = str(targets[0])
         if key in self._nodes:
             return self._nodes[key]
@@ -105,6 +112,8 @@ class Graph:
             "versions": {p: package_version(p) for p in STAGES[name].packages},
             "lock_path": self.rel(self.build / ".stage.lock"),
         }
+        if signature:
+            spec["signature"] = signature
         value = self.env.Value(canonical_json(spec))
         nodes = self.env.EdgesmithStage(target=[str(t) for t in targets], source=[value] + [str(s) for s in sources])
         self.env.Depends(nodes, [str(self.root / f) for f in module_files(name)])
@@ -207,6 +216,14 @@ class Graph:
         self.stage("export", [out / "model.onnx", out / "export.json"], teacher_files, args)
         return out / "model.onnx"
 
+    def fuse(self, fp32: Path, profile: Profile, info: CheckpointInfo) -> Path:
+        args = {"src": self.rel(fp32), "input_names": list(info.arch.input_names), "vocab_size": info.vocab_size,
+                "atol": profile.stages.export.atol, "max_sequence": info.max_positions}
+        out = self.stage_dir("onnx-fp32-fused", args)
+        args.update(dst=self.rel(out / "model.onnx"), report=self.rel(out / "fuse.json"))
+        self.stage("fuse", [out / "model.onnx", out / "fuse.json"], [fp32], args)
+        return out / "model.onnx"
+
     def quantize(self, spec: ArtifactSpec, fp32_onnx: Path, data_dir: Path, teacher_dir: Path, info: CheckpointInfo,
                  profile: Profile) -> Path:
         q = spec.quantize
@@ -244,13 +261,64 @@ class Graph:
         name = spec.name
         if spec.format == "onnx":
             fp32 = self.export(model.dir, model.weights, profile, info)
+            if spec.fuse:
+                fp32 = self.fuse(fp32, profile, info)
             path = fp32 if spec.quantize is None else self.quantize(spec, fp32, data_dir, model.dir, info, profile)
             return Built(spec, model, path, [path], "onnx", [(path, f"models/{name}.onnx")], f"models/{name}.onnx", path)
+        if spec.format == "tensorrt":
+            return self.engine(spec, model, data_dir, info, profile)
+        if spec.format == "torch" and spec.precision == "nf4":
+            args = {"model_dir": self.rel(model.dir), "params": to_plain(spec.quantize), "input_names": list(info.arch.input_names),
+                    "tokenizer_json": self.rel(model.tokenizer), "max_length": profile.shapes.sequence.max,
+                    "eval_jsonl": self.rel(data_dir / "eval.jsonl")}
+            out = self.stage_dir("torch-nf4", args)
+            args.update(dst=self.rel(out / "model"), report=self.rel(out / "quantize.json"))
+            files = [out / "model" / "config.json", out / "model" / "model.safetensors"]
+            self.stage("quantize_nf4", files + [out / "model" / "manifest.json", out / "quantize.json"],
+                       model.weights + [model.tokenizer, data_dir / "eval.jsonl"], args)
+            return Built(spec, model, out / "model", files, "nf4", [(f, f"models/{name}/{f.name}") for f in files],
+                         f"models/{name}/model.safetensors",
+                         note="bitsandbytes nf4 measured on this host's CPU; it is meant for CUDA serving")
         if spec.format == "torch" and spec.quantize is None:
             # The checkpoint itself (config + safetensors) is the artifact.
             return Built(spec, model, model.dir, model.weights, "torch",
                          [(f, f"models/{name}/{f.name}") for f in model.weights], f"models/{name}/model.safetensors")
         raise AssertionError(f"unbuildable artifact {spec.format} {spec.precision} passed the BUILDABLE check")
+
+    def engine(self, spec: ArtifactSpec, model: Model, data_dir: Path, info: CheckpointInfo, profile: Profile) -> Built:
+        """A TensorRT engine: its precision-explicit ONNX (fp16 or QDQ int8), and the
+        engine itself where this host can build it (engine.build), else a deferred record."""
+        from .tensorrt_engine import decide_build, engine_signature, host_tensorrt_status
+
+        name = spec.name
+        fp32 = self.export(model.dir, model.weights, profile, info)
+        onnx = self.quantize(spec, fp32, data_dir, model.dir, info, profile)
+        status = {} if profile.engine.build == "device" else host_tensorrt_status()
+        decision, reason = decide_build(profile.engine.build, status, profile.device.compute_capability, f"{profile.source}: ")
+        args = {"onnx": self.rel(onnx), "name": name, "precision": spec.precision, "input_names": list(info.arch.input_names),
+                "shapes": to_plain(profile.shapes), "build": decision, "workspace_mb": profile.engine.workspace_mb,
+                "compute_capability": profile.device.compute_capability, "profile": self.rel(Path(profile.source)),
+                "strongly_typed": True, "timing_cache_path": None}
+        out = self.stage_dir(f"engine-{spec.precision}", {**args, "profile": None})
+        if profile.engine.timing_cache:
+            # Outside the stage's outputs on purpose: it only speeds up later builds.
+            args["timing_cache_path"] = self.rel(self.build / "tensorrt" / f"{slug(profile.device.name)}.timing-cache")
+        args.update(engine=self.rel(out / "model.engine"), record=self.rel(out / "engine.json"))
+        targets = [out / "engine.json"] + ([out / "model.engine"] if decision == "host" else [])
+        self.stage("engine", targets, [onnx], args, signature=engine_signature(status, decision))
+        # engine.json ships too: the device can read which host built the engine, or why it did not.
+        bundle = [(onnx, f"models/{name}.onnx"), (out / "engine.json", f"engines/{name}.json")]
+        bundle += [(out / "model.engine", f"engines/{name}.engine")] if decision == "host" else []
+        engine = {"name": name, "onnx": f"models/{name}.onnx", "engine": f"engines/{name}.engine", "precision": spec.precision,
+                  "strongly_typed": True}
+        built_here = decision == "host"
+        note = ("TensorRT engine built on this host; accuracy measured on its ONNX with ONNX Runtime" if built_here else
+                f"engine not built on this host ({reason}); accuracy and latency are of its {spec.precision} ONNX on "
+                "ONNX Runtime CPU, not of the engine")
+        return Built(spec, model, onnx, [onnx], "onnx", bundle, f"models/{name}.onnx", onnx,
+                     manifest={"engine": f"engines/{name}.engine", "engine_build": decision, "engine_reason": reason,
+                               "engine_built_here": built_here},
+                     note=note, engine=engine)
 
     # -- a whole target ---------------------------------------------------
     def target(self, profile: Profile, inputs: Inputs, templates_dir: Path, runtime_dir: Path) -> list:
@@ -289,10 +357,11 @@ class Graph:
         report_args = {
             "target": profile.name,
             "profile_source": self.rel(Path(profile.source)),
-            "teacher": {"format": "torch", "metrics": self.rel(t_eval / "metrics.json")},
+            "teacher": {"format": "torch", "metrics": self.rel(t_eval / "metrics.json"), "model_dir": self.rel(teacher.dir),
+                        "data_dir": self.rel(data_dir)},
             "artifacts": [{"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
                            "runtime": FORMAT_RUNTIME[b.spec.format], "model": b.spec.model, "lineage": b.model.lineage,
-                           "metrics": self.rel(evals[b.spec.name] / "metrics.json"), "gates": to_plain(profile.gates_for(b.spec))}
+                           "path": self.rel(b.path), "note": b.note, "metrics": self.rel(evals[b.spec.name] / "metrics.json"), "gates": to_plain(profile.gates_for(b.spec))}
                           for b in built],
             "latency": self.rel(latency),
             "out_json": self.rel(tdir / "report.json"),
@@ -307,15 +376,19 @@ class Graph:
         default = profile.bundle.default_artifact or shipped[0].spec.name
         bundle_artifacts = [{"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
                              "runtime": FORMAT_RUNTIME[b.spec.format], "path": b.entry, "model": b.spec.model, "lineage": b.model.lineage,
-                             "quantization": to_plain(b.spec.quantize)} for b in shipped]
+                             "quantization": to_plain(b.spec.quantize), **(b.manifest or {})} for b in shipped]
         stub_outputs = [tdir / "stub" / Path(t).name for t in profile.stubs.templates]
-        self.stage("stub", stub_outputs,
-                   [data_dir / "data.json"] + [templates_dir / f"{t}.jinja" for t in profile.stubs.templates],
-                   {"templates": list(profile.stubs.templates), "outputs": [self.rel(p) for p in stub_outputs],
-                    "data_json": self.rel(data_dir / "data.json"),
-                    "context": {"target": profile.name, "description": profile.device.description, "default_artifact": default,
-                                "artifacts": bundle_artifacts, "max_length": max_length, "runtime_version": EDGESMITH_VERSION,
-                                "shapes": to_plain(profile.shapes), "input_names": names}})
+        if stub_outputs:
+            self.stage("stub", stub_outputs,
+                       [data_dir / "data.json"] + [templates_dir / f"{t}.jinja" for t in profile.stubs.templates],
+                       {"templates": list(profile.stubs.templates), "outputs": [self.rel(p) for p in stub_outputs],
+                        "data_json": self.rel(data_dir / "data.json"),
+                        "context": {"target": profile.name, "description": profile.device.description, "default_artifact": default,
+                                    "artifacts": bundle_artifacts, "max_length": max_length, "runtime_version": EDGESMITH_VERSION,
+                                    "shapes": to_plain(profile.shapes), "input_names": names,
+                                    "min_length": profile.shapes.sequence.min,
+                                    "engine": to_plain(profile.engine), "trt_workspace_mb": profile.engine.workspace_mb,
+                                    "engines": [b.engine for b in shipped if b.engine]}})
 
         copies = [pair for b in shipped for pair in b.bundle]
         copies += [(teacher.dir / n, f"tokenizer/{n}") for n in ("tokenizer.json", "tokenizer_config.json")

@@ -29,7 +29,7 @@ from .errors import ConfigError, StageError
 from .fsutil import atomic_path, write_json
 from .profile import DynamicInt8, Int8DynActInt4Weight, MobileParams
 from .quantize_torch import (TRACE_SHAPE, dynamic_int8, example_args, load_logits_module, quiet, reference_model,
-                             save_torchscript, trace, verify, versions)
+                             torchscript_file, trace, verify, versions)
 
 # Ops that must run inside XNNPACK: matmuls and the dynamic-quantization ops
 # (the portable runtime would run them slowly, or not at all).
@@ -71,9 +71,9 @@ def export_ptl(model_dir: Path, dst: Path, report_path: Path, spec: DynamicInt8 
 
         with quiet():
             scripted = optimize_for_mobile(scripted)
-    save_torchscript(scripted, dst, lite=True)
-    checks = verify(PtlRunner(dst, input_names), reference_model(model_dir), vocab, input_names, max_sequence,
-                    atol if spec is None else None, dst.name)
+    with torchscript_file(scripted, dst, lite=True) as tmp:
+        checks = verify(PtlRunner(tmp, input_names), reference_model(model_dir), vocab, input_names, max_sequence,
+                        atol if spec is None else None, dst.name)
     report = {"format": "ptl", "precision": "fp32" if spec is None else "int8", "quantize": info, "attention": "eager",
               "optimized": optimized, "reason": reason, "optimize_for_mobile": mobile.optimize_for_mobile,
               "shapes": {"batch": "dynamic", "sequence": "dynamic"},
@@ -167,15 +167,23 @@ def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActIn
     if spec is not None:
         info = quantize_8da4w(module, spec)
     example = example_args(vocab, input_names, *TRACE_SHAPE, seed=0)
-    # Sizes 0/1 are specialised by torch.export, hence the (2, 16) example and
-    # explicit lower bounds; the upper bounds size the planned memory.
-    batch_max, seq_max = max(max_batch, TRACE_SHAPE[0]), max(max_sequence, TRACE_SHAPE[1] + 1)
-    batch = torch.export.Dim("batch", min=1, max=batch_max)
+    # torch.export specialises sizes 0/1, hence the (2, 16) example and explicit
+    # lower bounds; the upper bounds size the planned memory. A profile whose
+    # batch.max is 1 gets a fixed batch of 1 (less memory, a simpler program),
+    # traced on the padded second row so the mask path is the general one.
+    seq_max = max(max_sequence, TRACE_SHAPE[1] + 1)
     sequence = torch.export.Dim("sequence", min=2, max=seq_max)
+    if max_batch <= 1:
+        batch_max = 1
+        example = tuple(t[1:] for t in example)
+        dims = {n: {1: sequence} for n in input_names}
+    else:
+        batch_max = max_batch
+        batch = torch.export.Dim("batch", min=1, max=batch_max)
+        dims = {n: {0: batch, 1: sequence} for n in input_names}
     with quiet(), torch.no_grad():
         try:
-            program = torch.export.export(module, example, dynamic_shapes={n: {0: batch, 1: sequence} for n in input_names},
-                                          strict=False)
+            program = torch.export.export(module, example, dynamic_shapes=dims, strict=False)
         except Exception as e:  # torch.export raises many types; keep the cause
             raise StageError(f"{dst.name}: torch.export failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
@@ -188,8 +196,9 @@ def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActIn
     plan = et_program.executorch_program.execution_plan[0]
     with atomic_path(dst) as tmp:
         tmp.write_bytes(et_program.buffer)
+        # Full padded batches: the runner splits them to the program's batch bound.
         checks = verify(PteRunner(tmp, input_names), reference_model(model_dir), vocab, input_names, seq_max,
-                        atol if spec is None else None, dst.name, max_batch=batch_max)
+                        atol if spec is None else None, dst.name)
     report = {"format": "pte", "precision": "fp32" if spec is None else "int4", "quantize": info, "attention": "eager",
               "backend": "XnnpackBackend", "delegation": counts,
               "batch": {"min": 1, "max": batch_max}, "sequence": {"min": 2, "max": seq_max},

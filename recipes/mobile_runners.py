@@ -62,8 +62,8 @@ class PtlRunner:
 class PteRunner:
     """An ExecuTorch .pte through the Python runtime (XNNPACK delegate included).
 
-    `max_batch` splits larger batches for programs exported with a smaller
-    batch bound (0: pass every batch whole).
+    Batches larger than the program's batch bound (1 for a fixed-batch
+    export) are run in slices; `max_batch` > 0 lowers the slice size further.
     """
 
     def __init__(self, path: Path, input_names: tuple[str, ...], threads: int = 0, max_batch: int = 0):
@@ -77,11 +77,15 @@ class PteRunner:
         self.program = Runtime.get().load_program(Path(path))
         self.method = self.program.load_method("forward")
         self.input_names = tuple(input_names)
-        self.max_batch = max_batch
+        # Upper bounds of the (possibly dynamic) input shape, as memory-planned.
+        self.max_shape = tuple(self.method.metadata.input_tensor_meta(0).sizes())
+        self.max_batch = min(max_batch, self.max_shape[0]) if max_batch > 0 else self.max_shape[0]
 
     def __call__(self, feeds: Feeds) -> np.ndarray:
-        n = len(feeds[self.input_names[0]])
-        step = self.max_batch or n
+        n, seq = feeds[self.input_names[0]].shape
+        if seq > self.max_shape[1]:
+            raise ValueError(f"sequence length {seq} exceeds this .pte's bound {self.max_shape[1]}")
+        step = self.max_batch
         parts = []
         for start in range(0, n, step):
             part = {k: feeds[k][start:start + step] for k in self.input_names}

@@ -77,8 +77,9 @@ class DynamicInt8:
     method: Literal["dynamic"]
     per_channel: bool = False
     reduce_range: bool = False
-    # Gather quantizes the embedding tables, about half of a small BERT.
-    op_types: tuple[str, ...] = ("MatMul", "Gather")
+    # Gather quantizes the embedding tables, about half of a small BERT;
+    # Attention becomes QAttention in graphs fused for ONNX Runtime.
+    op_types: tuple[str, ...] = ("MatMul", "Gather", "Attention")
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,9 @@ class ArtifactSpec:
     precision: Precision
     # "teacher" or the name of a [[models]] entry.
     model: str = "teacher"
+    # ONNX for ONNX Runtime only: fuse attention, LayerNorm and GELU into
+    # ORT's transformer kernels before quantizing (recipes/fuse_onnx.py).
+    fuse: bool = False
     quantize: Optional[QuantSpec] = field(default=None, metadata={"tag": "method", "variants": QUANTIZERS})
     gates: Gates = Gates()
 
@@ -357,9 +361,14 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
             raise bad(f"{key}.quantize.method", f" = {method!r}: {spec.format} {spec.precision} needs quantize.method {' or '.join(map(repr, allowed))}")
         if not allowed and method is not None:
             raise bad(f"{key}.quantize", f": {spec.format} {spec.precision} takes no quantize table; remove it")
+        if spec.fuse and spec.format != "onnx":
+            raise bad(f"{key}.fuse", f" = true: fusion makes ONNX Runtime graphs; {spec.format} artifacts cannot use it")
         runtime = FORMAT_RUNTIME[spec.format]
         if runtime not in p.runtimes:
             raise bad(f"{key}.format", f" = {spec.format!r} needs runtime {runtime!r}, which is not in runtimes = {list(p.runtimes)}")
+        if spec.format == "tensorrt" and isinstance(spec.quantize, StaticInt8) and spec.quantize.activation_type != "int8":
+            raise bad(f"{key}.quantize.activation_type", f" = {spec.quantize.activation_type!r}: TensorRT takes symmetric int8 "
+                      "QDQ only; set activation_type = 'int8'")
         if spec.format == "tensorrt" and p.device.accelerator == "none":
             raise bad(f"{key}.format", " = 'tensorrt' needs a GPU; device.accelerator is 'none'")
         if spec.precision in ("fp16", "nf4") and spec.format != "onnx" and p.device.accelerator == "none":

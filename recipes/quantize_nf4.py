@@ -181,13 +181,12 @@ def quantize_nf4(model_dir: Path, dst: Path, report_path: Path, params: Nf4, *, 
                                            encoding="utf-8")
         nf4_bytes = (tmp / "model.safetensors").stat().st_size
 
-    linear = {name: kind for name, kind in kinds.items()}
     report = {
         "method": "nf4",
         "double_quant": params.double_quant,
         "compute_dtype": compute_dtype,
         "blocksize": BLOCKSIZE,
-        "quantized_modules": sorted(n for n, k in linear.items() if k == "nf4"),
+        "quantized_modules": sorted(n for n, k in kinds.items() if k == "nf4"),
         "skipped_modules": skipped,
         "fp32_bytes": (model_dir / "model.safetensors").stat().st_size,
         "nf4_bytes": nf4_bytes,

@@ -51,6 +51,11 @@ class _TrainSplitReader:
     """
 
     def __init__(self, texts: list[str], encoder: Encoder, input_names: tuple[str, ...], length: int, batch_size: int = 8):
+        # Equal batches too: the histogram calibrators also stack along the
+        # batch axis, so a short last batch is dropped (when there are others).
+        if len(texts) > batch_size:
+            texts = texts[: len(texts) - len(texts) % batch_size]
+        self.samples = len(texts)
         self.batches = [
             encoder.encode(texts[i:i + batch_size], input_names, pad_to=length) for i in range(0, len(texts), batch_size)
         ]
@@ -92,7 +97,7 @@ def quantize_static(src: Path, dst: Path, train_jsonl: Path, tokenizer_json: Pat
             calibrate_method=getattr(CalibrationMethod, CALIBRATORS[params.calibration]),
             extra_options={"CalibTensorRangeSymmetric": params.activation_type == "int8"},
         )
-    return {"method": "static", "calibration": params.calibration, "samples": len(texts), "op_types": op_types,
+    return {"method": "static", "calibration": params.calibration, "samples": reader.samples, "op_types": op_types,
             "per_channel": params.per_channel, "activation_type": params.activation_type}
 
 

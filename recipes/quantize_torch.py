@@ -38,6 +38,9 @@ from .profile import DynamicInt8
 # ONNX op names in DynamicInt8.op_types mapped onto the PyTorch modules they
 # stand for, so one quantize table means the same thing in both formats.
 TORCH_OP_TYPES = {"MatMul": "Linear", "Gather": "Embedding"}
+# ONNX Runtime fusions with no PyTorch module of their own: the fused
+# Attention's projections are nn.Linear, quantized under "MatMul".
+ONNX_ONLY_OP_TYPES = ("Attention",)
 # Shapes traced with; verification uses other shapes (VERIFY_SHAPES[1:]).
 TRACE_SHAPE = VERIFY_SHAPES[0]
 
@@ -108,10 +111,11 @@ def dynamic_int8(module, spec: DynamicInt8):
     from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
                                        per_channel_dynamic_qconfig, quantize_dynamic)
 
-    unknown = [t for t in spec.op_types if t not in TORCH_OP_TYPES]
-    if unknown:
-        raise ConfigError(f"quantize.op_types = {list(spec.op_types)}: PyTorch dynamic int8 knows "
-                          f"{', '.join(f'{k!r} ({v})' for k, v in TORCH_OP_TYPES.items())}; remove {', '.join(map(repr, unknown))}")
+    unknown = [t for t in spec.op_types if t not in TORCH_OP_TYPES and t not in ONNX_ONLY_OP_TYPES]
+    if unknown or not any(t in TORCH_OP_TYPES for t in spec.op_types):
+        raise ConfigError(f"quantize.op_types = {list(spec.op_types)}: PyTorch dynamic int8 quantizes "
+                          f"{' and '.join(f'{k!r} ({v})' for k, v in TORCH_OP_TYPES.items())}"
+                          + (f"; remove {', '.join(map(repr, unknown))}" if unknown else "; name at least one"))
     qconfig: dict[Any, Any] = {}
     if "MatMul" in spec.op_types:
         qconfig[torch.nn.Linear] = per_channel_dynamic_qconfig if spec.per_channel else default_dynamic_qconfig
@@ -122,7 +126,8 @@ def dynamic_int8(module, spec: DynamicInt8):
         quantized = quantize_dynamic(module, qconfig, dtype=torch.qint8, inplace=False)
     info = {"method": "dynamic", "api": "torch.ao.quantization.quantize_dynamic", "weights": "qint8",
             "activations": "dynamic per-batch uint8 (Linear)", "per_channel": spec.per_channel,
-            "modules": sorted(TORCH_OP_TYPES[t] for t in spec.op_types),
+            "modules": sorted(TORCH_OP_TYPES[t] for t in spec.op_types if t in TORCH_OP_TYPES),
+            "not_applicable_op_types": [t for t in spec.op_types if t in ONNX_ONLY_OP_TYPES],
             # PyTorch's dynamic Linear picks reduce_range per kernel backend itself.
             "reduce_range": "backend default"}
     return quantized, info
@@ -143,9 +148,14 @@ def trace(module, vocab: int, input_names: tuple[str, ...]):
                              "this model cannot be shipped as TorchScript") from e
 
 
-def save_torchscript(script_module, dst: Path, lite: bool) -> None:
-    """Save deterministically: the zip's root folder is the file's stem, so
-    save under a fixed name and move, instead of into atomic_path's random name."""
+@contextlib.contextmanager
+def torchscript_file(script_module, dst: Path, lite: bool) -> Iterator[Path]:
+    """Save to a temporary file, yield it for verification, then rename onto dst.
+
+    The zip's root folder is the saved file's stem, so the module is saved
+    under a fixed name and copied, not saved into atomic_path's random name:
+    that keeps the bytes reproducible.
+    """
     with tempfile.TemporaryDirectory() as work, atomic_path(dst) as tmp:
         path = Path(work) / ("model.ptl" if lite else "model.pt")
         with quiet():
@@ -154,6 +164,7 @@ def save_torchscript(script_module, dst: Path, lite: bool) -> None:
             else:
                 script_module.save(str(path))
         shutil.copyfile(path, tmp)
+        yield tmp
 
 
 def reference_model(model_dir: Path):
@@ -163,14 +174,13 @@ def reference_model(model_dir: Path):
 
 
 def verify(run: Callable[[dict[str, np.ndarray]], np.ndarray], reference, vocab: int, input_names: tuple[str, ...],
-           max_sequence: int, atol: float | None, what: str, max_batch: int | None = None) -> dict[str, Any]:
+           max_sequence: int, atol: float | None, what: str) -> dict[str, Any]:
     """Compare `run` with the reference on padded batches; fail above `atol` (None: report only)."""
     import torch
 
     checks = []
     for i, (b, s) in enumerate(VERIFY_SHAPES):
         s = min(s, max_sequence)
-        b = min(b, max_batch) if max_batch else b
         feeds = verification_inputs(vocab, input_names, b, s, seed=100 + i)
         with torch.inference_mode():
             ref = reference(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
@@ -209,9 +219,9 @@ def torch_int8(model_dir: Path, dst: Path, report_path: Path, spec: DynamicInt8,
     module, vocab = load_logits_module(model_dir, input_names)
     quantized, info = dynamic_int8(module, spec)
     scripted = trace(quantized, vocab, input_names)
-    save_torchscript(scripted, dst, lite=False)
-    runner = TorchScriptRunner(dst, input_names)
-    checks = verify(runner, reference_model(model_dir), vocab, input_names, max_sequence, None, dst.name)
+    with torchscript_file(scripted, dst, lite=False) as tmp:
+        checks = verify(TorchScriptRunner(tmp, input_names), reference_model(model_dir), vocab, input_names, max_sequence,
+                        None, dst.name)
     report = {"format": "torchscript", "precision": "int8", "quantize": info, "attention": "eager",
               "shapes": {"batch": "dynamic", "sequence": "dynamic"}, "engine": torch.backends.quantized.engine,
               "toolchain": versions("torch", "transformers"), **checks}

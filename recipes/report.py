@@ -63,7 +63,8 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         m = _load(art["metrics"])
         lat = latency["median_ms"].get(art["name"], {})
         row = {"name": art["name"], "format": art["format"], "precision": art["precision"], "runtime": art["runtime"],
-               "model": art.get("model", "teacher"), "lineage": art.get("lineage", "teacher"), **m, "latency_ms": lat, "built": True,
+               "model": art.get("model", "teacher"), "lineage": art.get("lineage", "teacher"), "path": art.get("path"),
+               "note": art.get("note", ""), **m, "latency_ms": lat, "built": True,
                "size_vs_fp32": round(m["size_bytes"] / reference_size, 4),
                "speedup": {b: round(t_latency[b] / lat[b], 3) for b in lat if b in t_latency and lat[b] > 0}}
         row["gates"] = check_gates(row, art["gates"], t_metrics["accuracy"], largest)
@@ -73,6 +74,9 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         "target": target,
         "profile": profile_source,
         "eval_examples": t_metrics["examples"],
+        # Where the numbers came from, so tools (bench/sst2.py) can compare more artifacts on the same inputs.
+        "inputs": {"teacher_dir": teacher.get("model_dir"), "data_dir": teacher.get("data_dir"),
+                   "teacher_eval_dir": str(Path(teacher["metrics"]).parent)},
         "latency": {k: latency[k] for k in ("threads", "sequence_length", "repeats", "warmup")},
         "batches": batches,
         "size_reference": reference_name,
@@ -111,6 +115,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Agreement: share of eval examples where the artifact predicts the teacher's label. "
               f"Size vs fp32: against {report['size_reference']}. Speed-up: teacher latency (PyTorch) / artifact latency.", ""]
+    notes = [f"- `{r['name']}`: {r['note']}" for r in report["artifacts"] if r.get("note")]
+    if notes:
+        lines += ["## Notes", ""] + notes + [""]
     lines += ["## Models", ""] + [f"- `{m}`: {lineage}" for m, lineage in _lineages(report)] + [""]
     if report["gate_failures"]:
         lines += ["## Gate failures", ""] + [f"- {f}" for f in report["gate_failures"]] + [""]
@@ -174,6 +181,8 @@ def render_html(report: dict[str, Any], png: Path) -> str:
     image = base64.b64encode(png.read_bytes()).decode("ascii")
     lineages = "".join(f"<li><code>{html.escape(m)}</code>: {html.escape(l)}</li>" for m, l in _lineages(report))
     failures = "".join(f"<li>{html.escape(f)}</li>" for f in report["gate_failures"])
+    notes = "".join(f"<li><code>{html.escape(r['name'])}</code>: {html.escape(r['note'])}</li>" for r in report["artifacts"] if r.get("note"))
+    notes_html = f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edgesmith report: {html.escape(report['target'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
@@ -188,7 +197,7 @@ in interleaved rounds on the build host.</p>
 </table>
 <p>Agreement: share of eval examples where the artifact predicts the teacher's label. Size vs fp32: against {html.escape(report['size_reference'])}.
 Speed-up: teacher latency (PyTorch) / artifact latency.</p>
-<h2>Models</h2><ul>{lineages}</ul>
+{notes_html}<h2>Models</h2><ul>{lineages}</ul>
 {'<h2>Gate failures</h2><ul>' + failures + '</ul>' if failures else ''}
 </body></html>
 """

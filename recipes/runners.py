@@ -57,7 +57,14 @@ class OnnxRunner:
 RUNNERS: dict[str, Callable[..., Runner]] = {
     "torch": lambda path, input_names, threads: TorchRunner(Path(path), input_names, threads),
     "onnx": lambda path, input_names, threads: OnnxRunner(Path(path), threads),
+    "nf4": lambda path, input_names, threads: _nf4(Path(path), input_names, threads),
 }
+
+
+def _nf4(path: Path, input_names: tuple[str, ...], threads: int) -> Runner:
+    from .nf4_runner import Nf4Runner
+
+    return Nf4Runner(path, input_names, threads)
 
 
 def open_runner(fmt: str, path: Path, input_names: tuple[str, ...], threads: int = 0) -> Runner:

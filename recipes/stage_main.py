@@ -56,8 +56,27 @@ def run(spec: dict) -> None:
         func(**spec["args"])
 
 
+def _quiet_libraries() -> None:
+    """Silence import-time chatter that is not about the user's build.
+
+    transformers imports torchao (installed for .pte export), which warns
+    about CUDA kernels a CPU host cannot load; torch warns about torchao's
+    enum registration; bitsandbytes notes an optional package. Real problems
+    still surface as errors.
+    """
+    import logging
+    import warnings
+
+    for name in ("torchao", "torch.utils._pytree", "bitsandbytes"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main() -> int:
     _die_with_parent()
+    _quiet_libraries()
     spec = json.loads(sys.stdin.read())
     try:
         run(spec)

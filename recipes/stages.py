@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 COMMON = ("errors", "fsutil", "stage_main", "stages", "profile", "schema")
+# What evaluate and latency import to run any artifact format.
+RUNNER_MODULES = ("runners", "nf4_runner", "textenc", "data", "hf", "slim", "archs")
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,15 @@ STAGES: dict[str, Stage] = {
                    ("torch", "transformers", "tokenizers")),
     "export": Stage("onnx_export:export_stage", ("onnx_export", "hf", "slim", "archs"),
                     ("torch", "transformers", "onnx", "onnxscript", "onnxruntime")),
+    "fuse": Stage("fuse_onnx:fuse_stage", ("fuse_onnx", "onnx_export"), ("onnx", "onnxscript", "onnx-ir", "onnxruntime")),
     "quantize": Stage("quantize_onnx:quantize_stage", ("quantize_onnx", "textenc", "data"),
                       ("onnx", "onnxruntime")),
-    "evaluate": Stage("evaluate:evaluate_stage", ("evaluate", "runners", "textenc", "data", "hf", "slim", "archs"),
-                      ("torch", "transformers", "onnxruntime", "tokenizers")),
-    "latency": Stage("latency:latency_stage", ("latency", "runners", "textenc", "data", "hf", "slim", "archs"), lock="exclusive"),
+    "quantize_nf4": Stage("quantize_nf4:quantize_nf4_stage", ("quantize_nf4", "nf4_runner", "hf", "slim", "textenc", "data", "archs", "checkpoint"),
+                          ("torch", "transformers", "bitsandbytes", "accelerate", "safetensors", "tokenizers")),
+    "engine": Stage("tensorrt_engine:engine_stage", ("tensorrt_engine",), ("onnx",)),
+    "evaluate": Stage("evaluate:evaluate_stage", ("evaluate",) + RUNNER_MODULES,
+                      ("torch", "transformers", "onnxruntime", "tokenizers", "bitsandbytes")),
+    "latency": Stage("latency:latency_stage", ("latency",) + RUNNER_MODULES, lock="exclusive"),
     "report": Stage("report:report_stage", ("report",), ("matplotlib",)),
     "stub": Stage("stubs:stub_stage", ("stubs",), ("jinja2",)),
     "bundle": Stage("bundle:bundle_stage", ("bundle", "onnx_export"), ("onnx",)),

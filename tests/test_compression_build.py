@@ -29,7 +29,7 @@ def test_every_shared_stage_runs_once(built):
         "data": 1, "finetune": 1,
         "teacher_logits": 1,       # one table serves the student and the recovery
         "distill": 2,              # the student, and the FFN-pruned model's recovery
-        "prune": 3, "export": 4, "quantize": 4,
+        "prune": 3, "export": 4, "fuse": 1, "quantize": 4,
         "evaluate": 6,             # the teacher and five artifacts
         "latency": 1, "report": 1, "stub": 1, "bundle": 1, "archive": 1,
     })
@@ -93,5 +93,5 @@ def test_changing_the_student_rebuilds_only_its_chain(built, tmp_path):
     # exports and quantizations; the teacher logits, the FFN and magnitude
     # chains are untouched.
     assert ran["teacher_logits"] == 0 and ran["finetune"] == 0
-    assert ran["distill"] == 1 and ran["prune"] == 1 and ran["export"] == 2 and ran["quantize"] == 2
+    assert ran["distill"] == 1 and ran["prune"] == 1 and ran["export"] == 2 and ran["quantize"] == 2 and ran["fuse"] == 1
     assert ran["evaluate"] == 3  # student_torch, student_int8, student_heads_int4

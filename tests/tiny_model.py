@@ -63,7 +63,7 @@ def make_checkpoint(directory: Path, texts: list[str], *, seed: int = 0, with_he
 
     vocab = Tokenizer.from_file(str(tok_path)).get_vocab_size()
     config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+                        intermediate_size=64, max_position_embeddings=128)
     torch.manual_seed(seed)
     if with_head:
         config.id2label = dict(enumerate(labels))

@@ -1,0 +1,84 @@
+"""Fuse an exported graph into ONNX Runtime's transformer kernels.
+
+The dynamo exporter emits attention, LayerNorm and GELU as many small ops;
+ONNX Runtime's own transformer optimizer does not recognise those patterns.
+onnxscript's `ort_fusions` (maintained with the exporter for exactly this)
+rewrites them into com.microsoft Attention, SkipLayerNormalization and
+BiasGelu. The result only runs on ONNX Runtime, so profiles ask for it per
+artifact (`fuse = true`); TensorRT and other consumers get the plain graph.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import StageError
+from .fsutil import atomic_path, write_json
+from .onnx_export import VERIFY_SHAPES, verification_inputs
+
+# Constants larger than the optimizer's default folding limits are the
+# weights themselves (packed Q/K/V): fold them so quantizers see initializers.
+FOLD_LIMIT = 1 << 30
+
+
+def drop_uniform_qkv_sizes(model) -> int:
+    """Remove `qkv_hidden_sizes` where Q, K and V are equally wide.
+
+    The attribute is optional then (same meaning), and ORT's quantizer skips
+    Attention nodes that carry it, which would leave attention in fp32.
+    """
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "Attention":
+            continue
+        sizes = [list(a.ints) for a in node.attribute if a.name == "qkv_hidden_sizes"]
+        if sizes and len(set(sizes[0])) == 1:
+            keep = [a for a in node.attribute if a.name != "qkv_hidden_sizes"]
+            del node.attribute[:]
+            node.attribute.extend(keep)
+            changed += 1
+    return changed
+
+
+def fuse(src: Path, dst: Path, report: Path, input_names: tuple[str, ...], vocab_size: int, atol: float,
+         max_sequence: int) -> dict[str, Any]:
+    import onnx
+    import onnx_ir as ir
+    import onnxruntime as ort
+    import onnxscript.optimizer
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    model = ir.load(str(src))
+    model, counts = optimize_for_ort(model)
+    onnxscript.optimizer.optimize(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+    proto = ir.serde.serialize_model(model)
+    uniform = drop_uniform_qkv_sizes(proto)
+    ops: dict[str, int] = {}
+    for node in proto.graph.node:
+        if node.domain == "com.microsoft":
+            ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    with atomic_path(dst) as tmp:
+        onnx.save(proto, str(tmp))
+        fused = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        plain = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+        checks = []
+        for i, (b, s) in enumerate(VERIFY_SHAPES):
+            s = min(s, max_sequence)
+            feeds = verification_inputs(vocab_size, input_names, b, s, seed=200 + i)
+            diff = float(np.abs(fused.run(["logits"], feeds)[0] - plain.run(["logits"], feeds)[0]).max())
+            checks.append({"batch": b, "sequence": s, "max_abs_diff": diff})
+            if not diff <= atol:
+                raise StageError(f"{dst.name}: the fused graph's logits differ from the exported graph's by {diff:.3g} "
+                                 f"at batch {b}, sequence {s} (tolerance stages.export.atol = {atol}); set fuse = false "
+                                 f"for this artifact and report the model to the edgesmith maintainers")
+    info = {"fusions": {k: v for k, v in counts.items() if v}, "contrib_ops": ops, "attention_qkv_attribute_dropped": uniform,
+            "checks": checks}
+    write_json(report, info)
+    return info
+
+
+def fuse_stage(src: str, dst: str, report: str, input_names: list[str], vocab_size: int, atol: float,
+               max_sequence: int) -> None:
+    fuse(Path(src), Path(dst), Path(report), tuple(input_names), vocab_size, atol, max_sequence)

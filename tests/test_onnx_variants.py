@@ -1,0 +1,69 @@
+"""ONNX variants on a tiny exported model: ORT fusion, int4 weight-only and fp16."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from recipes.fuse_onnx import fuse
+from recipes.onnx_export import export_onnx, verification_inputs
+from recipes.profile import DynamicInt8, ExportParams, Fp16, WeightOnlyInt4
+from recipes.quantize_onnx import convert_fp16, quantize_dynamic, quantize_int4
+from recipes.runners import OnnxRunner
+from tiny_model import make_checkpoint
+
+NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def ops(path: Path) -> Counter:
+    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_rows):
+    root = tmp_path_factory.mktemp("variants")
+    model = make_checkpoint(root / "m", [r["text"] for r in tiny_rows], with_head=True, seed=5)
+    export_onnx(model, root / "fp32.onnx", root / "export.json", ExportParams(), NAMES, 64, 64)
+    return root, root / "fp32.onnx"
+
+
+def logits(path: Path, batch: int = 3, seq: int = 20) -> np.ndarray:
+    return OnnxRunner(path, threads=1)(verification_inputs(400, NAMES, batch, seq, seed=9))
+
+
+def test_fusion_gives_ort_kernels_with_identical_logits(exported):
+    root, fp32 = exported
+    info = fuse(fp32, root / "fused.onnx", root / "fuse.json", NAMES, 400, 1e-4, 64)
+    counts = ops(root / "fused.onnx")
+    assert counts["Attention"] == 2 and counts["SkipLayerNormalization"] >= 2 and counts["BiasGelu"] == 2
+    assert info["attention_qkv_attribute_dropped"] == 2
+    np.testing.assert_allclose(logits(root / "fused.onnx"), logits(fp32), atol=1e-5)
+    # Dynamic int8 of the fused graph quantizes attention too.
+    quantize_dynamic(root / "fused.onnx", root / "fused_int8.onnx", DynamicInt8(method="dynamic"))
+    assert ops(root / "fused_int8.onnx")["QAttention"] == 2
+    assert logits(root / "fused_int8.onnx").shape == (3, 2)
+
+
+def test_int4_weight_only_quantizes_matmuls_and_embeddings(exported):
+    root, fp32 = exported
+    quantize_int4(fp32, root / "int4.onnx", WeightOnlyInt4(method="weight_only", block_size=16, quantize_embeddings=True))
+    counts = ops(root / "int4.onnx")
+    assert counts["MatMulNBits"] >= 12 and counts["GatherBlockQuantized"] >= 1
+    # Tiny matrices carry relatively many scales; MiniLM reaches 0.17x (bench/results/sst2.md).
+    assert (root / "int4.onnx").stat().st_size < 0.7 * fp32.stat().st_size
+    plain = root / "int4_plain.onnx"
+    quantize_int4(fp32, plain, WeightOnlyInt4(method="weight_only", block_size=16))
+    assert ops(plain)["GatherBlockQuantized"] == 0 and plain.stat().st_size > (root / "int4.onnx").stat().st_size
+    assert np.abs(logits(root / "int4.onnx") - logits(fp32)).max() < 0.5
+
+
+def test_fp16_keeps_io_types(exported):
+    root, fp32 = exported
+    convert_fp16(fp32, root / "fp16.onnx", Fp16(method="fp16", keep_io_types=True))
+    graph = onnx.load(str(root / "fp16.onnx")).graph
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+    np.testing.assert_allclose(logits(root / "fp16.onnx"), logits(fp32), atol=2e-2)

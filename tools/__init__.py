@@ -1,0 +1,1 @@
+"""Developer tools (not shipped in bundles): API name fixtures and the checker that uses them."""
