@@ -24,7 +24,8 @@ from .stages import STAGES, module_files
 
 EDGESMITH_VERSION = "0.1.0"
 BUILDABLE = {("onnx", "fp32"), ("onnx", "int8"), ("onnx", "int4"), ("onnx", "fp16"), ("torch", "fp32"), ("torch", "nf4"),
-             ("tensorrt", "fp16"), ("tensorrt", "int8")}
+             ("tensorrt", "fp16"), ("tensorrt", "int8"), ("torch", "int8"), ("ptl", "fp32"), ("ptl", "int8"),
+             ("pte", "fp32"), ("pte", "int4")}
 # Export bounds wide enough for every profile, so all targets share one ONNX.
 EXPORT_MAX_BATCH = 1024
 
@@ -73,6 +74,7 @@ class Built:
     manifest: dict[str, Any] | None = None
     note: str = ""                   # for the report: what was measured, when not the artifact itself
     engine: dict[str, Any] | None = None  # stub context for TensorRT artifacts
+    details: Path | None = None      # the making stage's JSON record, summarised in the report
 
 
 def slug(text: str) -> str:
@@ -151,6 +153,12 @@ class Graph:
         sources = list(info.files) + [data_dir / "train.jsonl", data_dir / "data.json"]
         self.stage("finetune", targets, sources, args)
         return out, targets
+
+    def stub_output(self, stub_dir: Path, template: str, profile: Profile) -> Path:
+        name = Path(template).name
+        if name.endswith(".java"):
+            return stub_dir / "java" / Path(*profile.stubs.java_package.split(".")) / name
+        return stub_dir / name
 
     def teacher_logits(self, teacher: Model, data_dir: Path, info: CheckpointInfo, params: TrainParams) -> Path:
         args = {"model_dir": self.rel(teacher.dir), "data_dir": self.rel(data_dir), "input_names": list(info.arch.input_names),
@@ -279,11 +287,34 @@ class Graph:
             return Built(spec, model, out / "model", files, "nf4", [(f, f"models/{name}/{f.name}") for f in files],
                          f"models/{name}/model.safetensors",
                          note="bitsandbytes nf4 measured on this host's CPU; it is meant for CUDA serving")
+        if spec.format in ("ptl", "pte") or (spec.format == "torch" and spec.precision == "int8"):
+            return self.torchscript_or_executorch(spec, model, info, profile)
         if spec.format == "torch" and spec.quantize is None:
             # The checkpoint itself (config + safetensors) is the artifact.
             return Built(spec, model, model.dir, model.weights, "torch",
                          [(f, f"models/{name}/{f.name}") for f in model.weights], f"models/{name}/model.safetensors")
         raise AssertionError(f"unbuildable artifact {spec.format} {spec.precision} passed the BUILDABLE check")
+
+    def torchscript_or_executorch(self, spec: ArtifactSpec, model: Model, info: CheckpointInfo, profile: Profile) -> Built:
+        """.ptl (TorchScript lite), .pte (ExecuTorch) or a host TorchScript dynamic-int8 file."""
+        name = spec.name
+        args: dict[str, Any] = {"model_dir": self.rel(model.dir), "params": to_plain(spec.quantize),
+                                "input_names": list(info.arch.input_names), "max_sequence": profile.shapes.sequence.max}
+        if spec.format == "ptl":
+            stage, ext, runner, note = "ptl", "ptl", "ptl", ("run by PyTorch's lite interpreter with QNNPACK, the kernels a phone "
+                                                            "uses; QNNPACK is tuned for ARM, so this x86 latency does not predict a phone's")
+            args["mobile"] = to_plain(profile.mobile)
+        elif spec.format == "pte":
+            stage, ext, runner, note = "pte", "pte", "pte", "run with the ExecuTorch runtime (XNNPACK) on this host"
+            args["max_batch"] = profile.shapes.batch.max
+        else:
+            stage, ext, runner, note = "torch_int8", "pt", "torchscript", ""
+        out = self.stage_dir(f"{spec.format}-{spec.precision}", args)
+        args.update(dst=self.rel(out / f"model.{ext}"), report=self.rel(out / f"{stage}.json"))
+        self.stage(stage, [out / f"model.{ext}", out / f"{stage}.json"], model.weights + [model.tokenizer], args)
+        path = out / f"model.{ext}"
+        return Built(spec, model, path, [path], runner, [(path, f"models/{name}.{ext}"), (out / f"{stage}.json", f"models/{name}.json")],
+                     f"models/{name}.{ext}", note=note, details=out / f"{stage}.json")
 
     def engine(self, spec: ArtifactSpec, model: Model, data_dir: Path, info: CheckpointInfo, profile: Profile) -> Built:
         """A TensorRT engine: its precision-explicit ONNX (fp16 or QDQ int8), and the
@@ -318,7 +349,7 @@ class Graph:
         return Built(spec, model, onnx, [onnx], "onnx", bundle, f"models/{name}.onnx", onnx,
                      manifest={"engine": f"engines/{name}.engine", "engine_build": decision, "engine_reason": reason,
                                "engine_built_here": built_here},
-                     note=note, engine=engine)
+                     note=note, engine=engine, details=out / "engine.json")
 
     # -- a whole target ---------------------------------------------------
     def target(self, profile: Profile, inputs: Inputs, templates_dir: Path, runtime_dir: Path) -> list:
@@ -361,7 +392,8 @@ class Graph:
                         "data_dir": self.rel(data_dir)},
             "artifacts": [{"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
                            "runtime": FORMAT_RUNTIME[b.spec.format], "model": b.spec.model, "lineage": b.model.lineage,
-                           "path": self.rel(b.path), "note": b.note, "metrics": self.rel(evals[b.spec.name] / "metrics.json"), "gates": to_plain(profile.gates_for(b.spec))}
+                           "path": self.rel(b.path), "note": b.note, "details": self.rel(b.details) if b.details else None,
+                           "metrics": self.rel(evals[b.spec.name] / "metrics.json"), "gates": to_plain(profile.gates_for(b.spec))}
                           for b in built],
             "latency": self.rel(latency),
             "out_json": self.rel(tdir / "report.json"),
@@ -370,30 +402,46 @@ class Graph:
             "out_png": self.rel(tdir / "report.png"),
         }
         report = self.stage("report", [tdir / "report.json", tdir / "report.md", tdir / "report.html", tdir / "report.png"],
-                            [t_eval / "metrics.json", latency] + [evals[b.spec.name] / "metrics.json" for b in built], report_args)
+                            [t_eval / "metrics.json", latency] + [evals[b.spec.name] / "metrics.json" for b in built]
+                            + [b.details for b in built if b.details], report_args)
 
         shipped = [b for b in built if not profile.bundle.artifacts or b.spec.name in profile.bundle.artifacts]
         default = profile.bundle.default_artifact or shipped[0].spec.name
         bundle_artifacts = [{"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
                              "runtime": FORMAT_RUNTIME[b.spec.format], "path": b.entry, "model": b.spec.model, "lineage": b.model.lineage,
                              "quantization": to_plain(b.spec.quantize), **(b.manifest or {})} for b in shipped]
-        stub_outputs = [tdir / "stub" / Path(t).name for t in profile.stubs.templates]
+        stub_dir = tdir / "stub"
+        stub_outputs = [self.stub_output(stub_dir, t, profile) for t in profile.stubs.templates]
+        android = any(t.startswith("android/") for t in profile.stubs.templates)
+        # The Java tokenizer reads the vocabulary as plain lines (no JSON parser on Android).
+        vocab = stub_dir / "tokenizer" / "vocab.txt" if android else None
         if stub_outputs:
-            self.stage("stub", stub_outputs,
-                       [data_dir / "data.json"] + [templates_dir / f"{t}.jinja" for t in profile.stubs.templates],
+            context = {"target": profile.name, "description": profile.device.description, "default_artifact": default,
+                       "artifacts": bundle_artifacts, "max_length": max_length, "runtime_version": EDGESMITH_VERSION,
+                       "shapes": to_plain(profile.shapes), "input_names": names, "min_length": profile.shapes.sequence.min,
+                       "engine": to_plain(profile.engine), "trt_workspace_mb": profile.engine.workspace_mb,
+                       "engines": [b.engine for b in shipped if b.engine]}
+            if android:
+                from .errors import ConfigError
+                from .wordpiece import java_package
+
+                try:
+                    package = java_package(profile.stubs.java_package)
+                except ConfigError as e:
+                    raise ProfileError(f"{profile.source}: stubs.{e}") from None
+                context.update(java_package=package,
+                               executorch_version=package_version("executorch"))
+            self.stage("stub", stub_outputs + ([vocab] if vocab else []),
+                       [data_dir / "data.json", tokenizer] + [templates_dir / f"{t}.jinja" for t in profile.stubs.templates],
                        {"templates": list(profile.stubs.templates), "outputs": [self.rel(p) for p in stub_outputs],
-                        "data_json": self.rel(data_dir / "data.json"),
-                        "context": {"target": profile.name, "description": profile.device.description, "default_artifact": default,
-                                    "artifacts": bundle_artifacts, "max_length": max_length, "runtime_version": EDGESMITH_VERSION,
-                                    "shapes": to_plain(profile.shapes), "input_names": names,
-                                    "min_length": profile.shapes.sequence.min,
-                                    "engine": to_plain(profile.engine), "trt_workspace_mb": profile.engine.workspace_mb,
-                                    "engines": [b.engine for b in shipped if b.engine]}})
+                        "data_json": self.rel(data_dir / "data.json"), "context": context,
+                        "tokenizer_json": self.rel(tokenizer) if android else None,
+                        "vocab_txt": self.rel(vocab) if vocab else None})
 
         copies = [pair for b in shipped for pair in b.bundle]
         copies += [(teacher.dir / n, f"tokenizer/{n}") for n in ("tokenizer.json", "tokenizer_config.json")
                    if any(f.name == n for f in teacher_files)]
-        copies += [(p, Path(p).name) for p in stub_outputs]
+        copies += [(p, p.relative_to(stub_dir).as_posix()) for p in stub_outputs + ([vocab] if vocab else [])]
         copies += [(p, f"runtime/{p.relative_to(runtime_dir).as_posix()}") for p in sorted(runtime_dir.rglob("*.py"))]
         bundle_dir = tdir / "bundle"
         bundle_targets = [bundle_dir / rel for _, rel in copies] + [bundle_dir / "manifest.json"]

@@ -28,8 +28,18 @@ from typing import Any
 from .errors import ConfigError, StageError
 from .fsutil import atomic_path, write_json
 from .profile import DynamicInt8, Int8DynActInt4Weight, MobileParams
-from .quantize_torch import (TRACE_SHAPE, dynamic_int8, example_args, load_logits_module, quiet, reference_model,
-                             torchscript_file, trace, verify, versions)
+from .quantize_torch import (
+    TRACE_SHAPE,
+    dynamic_int8,
+    example_args,
+    load_logits_module,
+    quiet,
+    reference_model,
+    torchscript_file,
+    trace,
+    verify,
+    versions,
+)
 
 # Ops that must run inside XNNPACK: matmuls and the dynamic-quantization ops
 # (the portable runtime would run them slowly, or not at all).
@@ -72,10 +82,12 @@ def export_ptl(model_dir: Path, dst: Path, report_path: Path, spec: DynamicInt8 
         with quiet():
             scripted = optimize_for_mobile(scripted)
     with torchscript_file(scripted, dst, lite=True) as tmp:
-        checks = verify(PtlRunner(tmp, input_names), reference_model(model_dir), vocab, input_names, max_sequence,
+        runner = PtlRunner(tmp, input_names)  # QNNPACK kernels, as on the phone
+        checks = verify(runner, reference_model(model_dir), vocab, input_names, max_sequence,
                         atol if spec is None else None, dst.name)
     report = {"format": "ptl", "precision": "fp32" if spec is None else "int8", "quantize": info, "attention": "eager",
               "optimized": optimized, "reason": reason, "optimize_for_mobile": mobile.optimize_for_mobile,
+              "verified_with_engine": runner.engine,
               "shapes": {"batch": "dynamic", "sequence": "dynamic"},
               "toolchain": versions("torch", "transformers"), **checks}
     write_json(report_path, report)
@@ -149,7 +161,7 @@ def quantize_8da4w(module, spec: Int8DynActInt4Weight) -> dict[str, Any]:
                                                                 weight_granularity=PerGroup(spec.group_size)),
                   filter_fn=wanted)
     return {"method": "8da4w", "api": "torchao.quantization.Int8DynamicActivationIntxWeightConfig",
-            "weights": "int4 symmetric, per group", "activations": "int8 dynamic per token",
+            "weights": "int4 symmetric, per group", "activations": "int8 asymmetric, dynamic per token",
             "group_size": spec.group_size, "quantized_linears": len(linears) - len(skipped),
             "skipped_linears": skipped, "embeddings": "fp32"}
 
@@ -157,7 +169,9 @@ def quantize_8da4w(module, spec: Int8DynActInt4Weight) -> dict[str, Any]:
 def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActInt4Weight | None,
                input_names: tuple[str, ...], max_batch: int, max_sequence: int, atol: float = 1e-4) -> dict[str, Any]:
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackPartitioner,
+    )
     from executorch.exir import to_edge_transform_and_lower
 
     from .mobile_runners import PteRunner
@@ -185,7 +199,8 @@ def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActIn
         try:
             program = torch.export.export(module, example, dynamic_shapes=dims, strict=False)
         except Exception as e:  # torch.export raises many types; keep the cause
-            raise StageError(f"{dst.name}: torch.export failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StageError(f"{dst.name}: torch.export failed ({first}); this model cannot be shipped as .pte") from e
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         counts = delegation(lowered.exported_program().graph_module)
         stray = {op: n for op, n in counts["non_delegated_ops"].items() if _must_delegate(op)}

@@ -7,6 +7,8 @@ quantize_torch.py / mobile_export.py uses.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +22,44 @@ def _tensors(feeds: Feeds, input_names: tuple[str, ...]) -> list:
     return [torch.from_numpy(np.ascontiguousarray(feeds[n], dtype=np.int64)) for n in input_names]
 
 
-class TorchScriptRunner:
-    """A TorchScript file from torch.jit.save (the host dynamic-int8 artifact)."""
+@contextlib.contextmanager
+def quantized_engine(name: str | None) -> Iterator[str]:
+    """Select PyTorch's quantized kernel backend while a module loads.
 
-    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int = 0):
+    Quantized TorchScript stores plain int8 weights and packs them for the
+    engine that is current at load time; the packed form then decides the
+    kernels. Android's PyTorch runs QNNPACK (no reduce_range), x86 hosts
+    default to fbgemm-style kernels with 7-bit activations, which round
+    differently, so a .ptl is loaded with QNNPACK to give the phone's numbers.
+    """
+    import torch
+
+    current = torch.backends.quantized.engine
+    if not name or name == current or name not in torch.backends.quantized.supported_engines:
+        yield current
+        return
+    torch.backends.quantized.engine = name
+    try:
+        yield name
+    finally:
+        torch.backends.quantized.engine = current
+
+
+class TorchScriptRunner:
+    """A TorchScript file from torch.jit.save (the host dynamic-int8 artifact).
+
+    `engine` None keeps the host's quantized kernels (what a server runs).
+    """
+
+    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int = 0, engine: str | None = None):
         import torch
 
         from .hf import set_threads
 
         set_threads(threads)
         self._torch = torch
-        self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        with quantized_engine(engine) as self.engine:
+            self.module = torch.jit.load(str(path), map_location="cpu").eval()
         self.input_names = tuple(input_names)
 
     def __call__(self, feeds: Feeds) -> np.ndarray:
@@ -40,9 +69,14 @@ class TorchScriptRunner:
 
 
 class PtlRunner:
-    """A TorchScript-lite .ptl on the lite interpreter, as PyTorch Mobile runs it."""
+    """A TorchScript-lite .ptl on the lite interpreter, as PyTorch Mobile runs it.
 
-    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int = 0):
+    Quantized layers get QNNPACK kernels, as on Android: the phone's numbers,
+    but not x86 speed (QNNPACK is tuned for ARM; `engine=None` keeps the
+    host's kernels for a speed estimate).
+    """
+
+    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int = 0, engine: str | None = "qnnpack"):
         import torch
         import torch.jit.mobile
 
@@ -50,7 +84,8 @@ class PtlRunner:
 
         set_threads(threads)
         self._torch = torch
-        self.module = torch.jit.mobile._load_for_lite_interpreter(str(path), map_location="cpu")
+        with quantized_engine(engine) as self.engine:
+            self.module = torch.jit.mobile._load_for_lite_interpreter(str(path), map_location="cpu")
         self.input_names = tuple(input_names)
 
     def __call__(self, feeds: Feeds) -> np.ndarray:

@@ -278,8 +278,10 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class StubParams:
-    # Template names under templates/, without ".jinja"; output is the base name.
+    # Template names under templates/, without ".jinja"; output is the base
+    # name (Java sources go to java/<package path>/).
     templates: tuple[str, ...] = ()
+    java_package: str = "ai.edgesmith.bundle"
 
 
 @dataclass(frozen=True)
@@ -361,6 +363,9 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
             raise bad(f"{key}.quantize.method", f" = {method!r}: {spec.format} {spec.precision} needs quantize.method {' or '.join(map(repr, allowed))}")
         if not allowed and method is not None:
             raise bad(f"{key}.quantize", f": {spec.format} {spec.precision} takes no quantize table; remove it")
+        if isinstance(spec.quantize, Int8DynActInt4Weight) and (spec.quantize.group_size < 32 or spec.quantize.group_size % 32):
+            raise bad(f"{key}.quantize.group_size", f" = {spec.quantize.group_size}: XNNPACK's 4-bit linear needs a positive "
+                      "multiple of 32 (32, 64, 128, ...)")
         if spec.fuse and spec.format != "onnx":
             raise bad(f"{key}.fuse", f" = true: fusion makes ONNX Runtime graphs; {spec.format} artifacts cannot use it")
         runtime = FORMAT_RUNTIME[spec.format]

@@ -25,8 +25,9 @@ import contextlib
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ TORCH_OP_TYPES = {"MatMul": "Linear", "Gather": "Embedding"}
 # ONNX Runtime fusions with no PyTorch module of their own: the fused
 # Attention's projections are nn.Linear, quantized under "MatMul".
 ONNX_ONLY_OP_TYPES = ("Attention",)
-# Shapes traced with; verification uses other shapes (VERIFY_SHAPES[1:]).
+# The trace/export example; check_trace and verification also use other shapes.
 TRACE_SHAPE = VERIFY_SHAPES[0]
 
 
@@ -108,8 +109,12 @@ def example_args(vocab: int, input_names: tuple[str, ...], batch: int, seq: int,
 def dynamic_int8(module, spec: DynamicInt8):
     """Eager-mode dynamic quantization; returns (quantized module, report info)."""
     import torch
-    from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
-                                       per_channel_dynamic_qconfig, quantize_dynamic)
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        float_qparams_weight_only_qconfig,
+        per_channel_dynamic_qconfig,
+        quantize_dynamic,
+    )
 
     unknown = [t for t in spec.op_types if t not in TORCH_OP_TYPES and t not in ONNX_ONLY_OP_TYPES]
     if unknown or not any(t in TORCH_OP_TYPES for t in spec.op_types):
@@ -124,8 +129,9 @@ def dynamic_int8(module, spec: DynamicInt8):
         qconfig[torch.nn.Embedding] = float_qparams_weight_only_qconfig
     with quiet():
         quantized = quantize_dynamic(module, qconfig, dtype=torch.qint8, inplace=False)
-    info = {"method": "dynamic", "api": "torch.ao.quantization.quantize_dynamic", "weights": "qint8",
-            "activations": "dynamic per-batch uint8 (Linear)", "per_channel": spec.per_channel,
+    info = {"method": "dynamic", "api": "torch.ao.quantization.quantize_dynamic",
+            "weights": "Linear: qint8 per " + ("channel" if spec.per_channel else "tensor") + "; Embedding: quint8 per row",
+            "activations": "Linear: uint8, range computed per call", "per_channel": spec.per_channel,
             "modules": sorted(TORCH_OP_TYPES[t] for t in spec.op_types if t in TORCH_OP_TYPES),
             "not_applicable_op_types": [t for t in spec.op_types if t in ONNX_ONLY_OP_TYPES],
             # PyTorch's dynamic Linear picks reduce_range per kernel backend itself.
@@ -212,7 +218,6 @@ def versions(*names: str) -> dict[str, str]:
 def torch_int8(model_dir: Path, dst: Path, report_path: Path, spec: DynamicInt8, input_names: tuple[str, ...],
                max_sequence: int) -> dict[str, Any]:
     """Host artifact: a dynamic-int8 TorchScript file (load with torch.jit.load)."""
-    import torch
 
     from .mobile_runners import TorchScriptRunner
 
@@ -220,10 +225,10 @@ def torch_int8(model_dir: Path, dst: Path, report_path: Path, spec: DynamicInt8,
     quantized, info = dynamic_int8(module, spec)
     scripted = trace(quantized, vocab, input_names)
     with torchscript_file(scripted, dst, lite=False) as tmp:
-        checks = verify(TorchScriptRunner(tmp, input_names), reference_model(model_dir), vocab, input_names, max_sequence,
-                        None, dst.name)
+        runner = TorchScriptRunner(tmp, input_names)
+        checks = verify(runner, reference_model(model_dir), vocab, input_names, max_sequence, None, dst.name)
     report = {"format": "torchscript", "precision": "int8", "quantize": info, "attention": "eager",
-              "shapes": {"batch": "dynamic", "sequence": "dynamic"}, "engine": torch.backends.quantized.engine,
+              "shapes": {"batch": "dynamic", "sequence": "dynamic"}, "verified_with_engine": runner.engine,
               "toolchain": versions("torch", "transformers"), **checks}
     write_json(report_path, report)
     return report

@@ -41,6 +41,18 @@ def check_gates(row: dict[str, Any], gates: dict[str, Any], teacher_accuracy: fl
     return failures
 
 
+def build_note(details: dict[str, Any]) -> str:
+    """What the report must say about how an artifact was made (from its stage record)."""
+    notes = []
+    if details.get("optimized") is False:
+        notes.append(f"not optimized for mobile ({details.get('reason') or 'no XNNPACK in this torch'})")
+    delegation = details.get("delegation")
+    if delegation:
+        notes.append(f"XNNPACK runs {delegation['delegated_nodes']} of "
+                     f"{delegation['delegated_nodes'] + delegation['non_delegated_nodes']} graph nodes")
+    return "; ".join(notes)
+
+
 def build_report(target: str, profile_source: str, teacher: dict[str, Any], artifacts: list[dict[str, Any]],
                  latency_path: str) -> dict[str, Any]:
     latency = _load(latency_path)
@@ -67,6 +79,9 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
                "note": art.get("note", ""), **m, "latency_ms": lat, "built": True,
                "size_vs_fp32": round(m["size_bytes"] / reference_size, 4),
                "speedup": {b: round(t_latency[b] / lat[b], 3) for b in lat if b in t_latency and lat[b] > 0}}
+        if art.get("details"):
+            row["build"] = _load(art["details"])
+            row["note"] = "; ".join(n for n in (row["note"], build_note(row["build"])) if n)
         row["gates"] = check_gates(row, art["gates"], t_metrics["accuracy"], largest)
         failures += [f"{art['name']}: {g}" for g in row["gates"]]
         rows.append(row)

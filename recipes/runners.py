@@ -58,7 +58,16 @@ RUNNERS: dict[str, Callable[..., Runner]] = {
     "torch": lambda path, input_names, threads: TorchRunner(Path(path), input_names, threads),
     "onnx": lambda path, input_names, threads: OnnxRunner(Path(path), threads),
     "nf4": lambda path, input_names, threads: _nf4(Path(path), input_names, threads),
+    "ptl": lambda path, input_names, threads: _mobile("PtlRunner", Path(path), input_names, threads),
+    "pte": lambda path, input_names, threads: _mobile("PteRunner", Path(path), input_names, threads),
+    "torchscript": lambda path, input_names, threads: _mobile("TorchScriptRunner", Path(path), input_names, threads),
 }
+
+
+def _mobile(cls: str, path: Path, input_names: tuple[str, ...], threads: int) -> Runner:
+    from . import mobile_runners
+
+    return getattr(mobile_runners, cls)(path, input_names, threads)
 
 
 def _nf4(path: Path, input_names: tuple[str, ...], threads: int) -> Runner:

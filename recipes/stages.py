@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 COMMON = ("errors", "fsutil", "stage_main", "stages", "profile", "schema")
 # What evaluate and latency import to run any artifact format.
-RUNNER_MODULES = ("runners", "nf4_runner", "textenc", "data", "hf", "slim", "archs")
+RUNNER_MODULES = ("runners", "nf4_runner", "mobile_runners", "textenc", "data", "hf", "slim", "archs")
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,18 @@ STAGES: dict[str, Stage] = {
                       ("onnx", "onnxruntime")),
     "quantize_nf4": Stage("quantize_nf4:quantize_nf4_stage", ("quantize_nf4", "nf4_runner", "hf", "slim", "textenc", "data", "archs", "checkpoint"),
                           ("torch", "transformers", "bitsandbytes", "accelerate", "safetensors", "tokenizers")),
+    "ptl": Stage("mobile_export:ptl_stage", ("mobile_export", "quantize_torch", "mobile_runners", "hf", "slim", "archs", "onnx_export"),
+                 ("torch", "transformers")),
+    "pte": Stage("mobile_export:pte_stage", ("mobile_export", "quantize_torch", "mobile_runners", "hf", "slim", "archs", "onnx_export"),
+                 ("torch", "transformers", "executorch", "torchao")),
+    "torch_int8": Stage("quantize_torch:torch_int8_stage", ("quantize_torch", "mobile_runners", "hf", "slim", "archs", "onnx_export"),
+                        ("torch", "transformers")),
     "engine": Stage("tensorrt_engine:engine_stage", ("tensorrt_engine",), ("onnx",)),
     "evaluate": Stage("evaluate:evaluate_stage", ("evaluate",) + RUNNER_MODULES,
-                      ("torch", "transformers", "onnxruntime", "tokenizers", "bitsandbytes")),
+                      ("torch", "transformers", "onnxruntime", "tokenizers", "bitsandbytes", "executorch")),
     "latency": Stage("latency:latency_stage", ("latency",) + RUNNER_MODULES, lock="exclusive"),
     "report": Stage("report:report_stage", ("report",), ("matplotlib",)),
-    "stub": Stage("stubs:stub_stage", ("stubs",), ("jinja2",)),
+    "stub": Stage("stubs:stub_stage", ("stubs", "wordpiece"), ("jinja2",)),
     "bundle": Stage("bundle:bundle_stage", ("bundle", "onnx_export"), ("onnx",)),
     "archive": Stage("bundle:archive_stage", ("bundle",)),
 }

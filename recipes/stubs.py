@@ -66,7 +66,15 @@ def stub_context(context: dict[str, Any], data_json: str) -> dict[str, Any]:
     return {**context, "labels": labels}
 
 
-def stub_stage(templates: list[str], outputs: list[str], context: dict, data_json: str) -> None:
+def stub_stage(templates: list[str], outputs: list[str], context: dict, data_json: str,
+               tokenizer_json: str | None = None, vocab_txt: str | None = None) -> None:
     ctx = stub_context(context, data_json)
+    if tokenizer_json:
+        # The Android stub's pure-Java WordPiece needs the tokenizer's settings and vocabulary.
+        from .wordpiece import wordpiece_spec, write_vocab_txt
+
+        ctx["wordpiece"] = wordpiece_spec(Path(tokenizer_json))
+        if vocab_txt:
+            write_vocab_txt(Path(tokenizer_json), Path(vocab_txt))
     for template, out in zip(templates, outputs):
         render_to(template, ctx, Path(out))

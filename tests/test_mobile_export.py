@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model import REPO, make_checkpoint
 
 from recipes.errors import ConfigError, StageError
-from recipes.mobile_export import ptl_stage, pte_stage, xnnpack_available
-from recipes.mobile_runners import PtlRunner, PteRunner, TorchScriptRunner
+from recipes.mobile_export import pte_stage, ptl_stage, xnnpack_available
+from recipes.mobile_runners import PteRunner, PtlRunner, TorchScriptRunner
 from recipes.onnx_export import verification_inputs
 from recipes.quantize_torch import torch_int8_stage
 from recipes.runners import TorchRunner
-from tiny_model import REPO, make_checkpoint
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # Neither is the (2, 16) trace example; the tiny model has 64 positions.
@@ -141,8 +141,12 @@ def test_ptl_fp32_round_trip(ptl_fp32, reference, feeds):
 
 def test_ptl_int8_round_trip(ptl_int8, reference, feeds):
     path, report = ptl_int8
-    assert _max_diff(PtlRunner(path, NAMES), reference, feeds) < 0.05
+    runner = PtlRunner(path, NAMES)
+    assert runner.engine == "qnnpack"  # Android's kernels, not the host's
+    assert _max_diff(runner, reference, feeds) < 0.05
+    assert _max_diff(PtlRunner(path, NAMES, engine=None), reference, feeds) < 0.05
     assert report["precision"] == "int8" and report["quantize"]["per_channel"] is True
+    assert report["verified_with_engine"] == "qnnpack"
 
 
 @pytest.mark.skipif(xnnpack_available(), reason="this torch has XNNPACK: optimize_for_mobile runs")

@@ -62,3 +62,53 @@ def test_gpu_precision_on_cpu_device_is_impossible(tmp_path):
     text = (FIXTURES / "gpu_server.toml").read_text().replace('accelerator = "cuda"', 'accelerator = "none"')
     with pytest.raises(ProfileError, match="needs a GPU"):
         load_profile(write(tmp_path, text))
+
+
+CPU = (REPO / "targets" / "cpu.toml").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[[models]]\nname = "s"\n', r"models\[0\] \(s\): give exactly one of a distill or a prune table"),
+    ('[[models]]\nname = "s"\nbase = "nope"\ndistill = {}\n', r"models\[0\]\.base = 'nope' is not defined above this model"),
+    ('[[models]]\nname = "s"\ndistill = { alpha = 1.5 }\n', r"models\[0\]\.distill: need 0 <= alpha <= 1"),
+    ('[[models]]\nname = "s"\ndistill = { layer_ids = [2, 0] }\n', r"layer_ids = \[2, 0\]: need distinct, increasing"),
+    ('[[models]]\nname = "s"\ndistill = {}\nrecover = {}\n', r"recover: recovery training follows pruning"),
+    ('[[models]]\nname = "p"\nprune = { method = "ffn", keep_ratio = 1.5 }\n', r"prune\.keep_ratio = 1\.5: need 0 < keep_ratio < 1"),
+    ('[[models]]\nname = "p"\nprune = { method = "channels" }\n', r"prune\.method = 'channels' is not allowed; use one of 'magnitude', 'heads', 'ffn'"),
+    ('[[models]]\nname = "teacher"\ndistill = {}\n', r"models\[0\]\.name = 'teacher'"),
+])
+def test_model_mistakes_are_one_line(tmp_path, extra, message):
+    with pytest.raises(ProfileError, match=message):
+        load_profile(write(tmp_path, CPU + "\n" + extra))
+
+
+def test_artifact_must_name_a_model(tmp_path):
+    text = CPU.replace('name = "fp32"\nformat = "onnx"', 'name = "fp32"\nmodel = "student"\nformat = "onnx"')
+    with pytest.raises(ProfileError, match=r"artifacts\[0\]\.model = 'student' is not a model; use one of 'teacher'"):
+        load_profile(write(tmp_path, text))
+
+
+def test_fuse_is_for_onnx_only_and_tensorrt_int8_needs_int8_activations(tmp_path):
+    jetson = (REPO / "targets" / "jetson.toml").read_text()
+    with pytest.raises(ProfileError, match=r"artifacts\[0\]\.fuse = true: fusion makes ONNX Runtime graphs"):
+        load_profile(write(tmp_path, jetson.replace('name = "engine_fp16"\n', 'name = "engine_fp16"\nfuse = true\n')))
+    with pytest.raises(ProfileError, match=r"activation_type = 'uint8': TensorRT takes symmetric int8"):
+        load_profile(write(tmp_path, jetson.replace('activation_type = "int8"', 'activation_type = "uint8"')))
+
+
+def test_bundle_artifacts_must_exist_and_hold_the_default(tmp_path):
+    with pytest.raises(ProfileError, match=r"bundle\.artifacts\[0\] = 'nope' is not an artifact"):
+        load_profile(write(tmp_path, CPU.replace('default_artifact = "int8_dynamic"', 'artifacts = ["nope"]')))
+    with pytest.raises(ProfileError, match=r"bundle\.default_artifact = 'int8_dynamic' is not an artifact in the bundle"):
+        load_profile(write(tmp_path, CPU.replace('default_artifact = "int8_dynamic"', 'artifacts = ["fp32"]\ndefault_artifact = "int8_dynamic"')))
+
+
+@pytest.mark.parametrize("name", ["cpu", "jetson", "gpu_server"])
+def test_shipped_profiles_load(name):
+    assert load_profile(REPO / "targets" / f"{name}.toml", REPO / "templates").artifacts
+
+
+def test_bench_profile_loads_with_every_technique():
+    p = load_profile(REPO / "bench" / "sst2.toml", REPO / "templates")
+    assert {m.name for m in p.models} >= {"student3", "ffn_half", "heads_quarter", "sparse50", "student3_ffn"}
+    assert {(a.format, a.precision) for a in p.artifacts} >= {("onnx", "int8"), ("onnx", "int4"), ("onnx", "fp16"), ("torch", "fp32")}
