@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgesmith-installed
 
-.PHONY: install demo test bench clean distclean
+.PHONY: install demo test bench bench-sst2 clean distclean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test: install
 
 bench: install
 	$(BIN)/python bench/noop.py
+
+# Every compression variant on SST-2 (../shared/data/sst2), against Optimum in its own venv.
+bench-sst2: install
+	$(BIN)/python bench/sst2.py
 
 clean:
 	-$(BIN)/scons -c -Q target=all

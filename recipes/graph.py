@@ -449,7 +449,7 @@ class Graph:
                 "model": {"name": model_name(info), "model_type": info.model_type}, "max_length": max_length,
                 "default_artifact": default, "git_revision": inputs.git_revision, "edgesmith_version": EDGESMITH_VERSION}
         io_from = next((b.onnx for b in shipped if b.onnx is not None), None) or self.export(teacher.dir, teacher.weights, profile, info)
-        bundle = self.stage("bundle", bundle_targets, [p for p, _ in copies] + [data_dir / "data.json", tdir / "report.json"],
+        bundle = self.stage("bundle", bundle_targets, [p for p, _ in copies] + [data_dir / "data.json", tdir / "report.json", io_from],
                             {"out_dir": self.rel(bundle_dir), "copies": [[self.rel(p), rel] for p, rel in copies],
                              "artifacts": bundle_artifacts, "io_from": self.rel(io_from), "data_json": self.rel(data_dir / "data.json"),
                              "meta": meta})
