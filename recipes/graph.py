@@ -53,6 +53,7 @@ class Model:
     dir: Path
     weights: list[Path]  # config.json, model.safetensors
     lineage: str         # how it was made, for the report
+    record: Path | None = None  # training.json / pruning.json of the stage that made it
 
     @property
     def tokenizer(self) -> Path:
@@ -199,6 +200,7 @@ class Graph:
         if spec.distill is not None:
             out = self.trained("student", base, teacher, data_dir, info, spec.distill)
             lineage = f"{base.lineage} > distill"
+            record = out / "training.json"
         else:
             threads = spec.recover.threads if spec.recover else 2
             args = {"base_dir": self.rel(base.dir), "data_dir": self.rel(data_dir), "params": to_plain(spec.prune),
@@ -209,11 +211,12 @@ class Graph:
             self.stage("prune", self.checkpoint_targets(out, info, "pruning.json"),
                        base.weights + [base.tokenizer, data_dir / "train.jsonl", data_dir / "data.json"], args)
             lineage = f"{base.lineage} > prune {spec.prune.method}"
+            record = out / "pruning.json"
             if spec.recover is not None:
-                pruned = Model(out, [out / "config.json", out / "model.safetensors"], lineage)
+                pruned = Model(out, [out / "config.json", out / "model.safetensors"], lineage, record)
                 out = self.trained("recover", pruned, teacher, data_dir, info, spec.recover)
                 lineage += " > recover"
-        return Model(out, [out / "config.json", out / "model.safetensors"], lineage)
+        return Model(out, [out / "config.json", out / "model.safetensors"], lineage, record)
 
     def export(self, teacher_dir: Path, teacher_files: list[Path], profile: Profile, info: CheckpointInfo) -> Path:
         params = profile.stages.export
@@ -314,7 +317,7 @@ class Graph:
         self.stage(stage, [out / f"model.{ext}", out / f"{stage}.json"], model.weights + [model.tokenizer], args)
         path = out / f"model.{ext}"
         return Built(spec, model, path, [path], runner, [(path, f"models/{name}.{ext}"), (out / f"{stage}.json", f"models/{name}.json")],
-                     f"models/{name}.{ext}", note=note, details=out / f"{stage}.json")
+                     f"models/{name}.{ext}", manifest={"record": f"models/{name}.json"}, note=note, details=out / f"{stage}.json")
 
     def engine(self, spec: ArtifactSpec, model: Model, data_dir: Path, info: CheckpointInfo, profile: Profile) -> Built:
         """A TensorRT engine: its precision-explicit ONNX (fp16 or QDQ int8), and the
@@ -348,7 +351,7 @@ class Graph:
                 "ONNX Runtime CPU, not of the engine")
         return Built(spec, model, onnx, [onnx], "onnx", bundle, f"models/{name}.onnx", onnx,
                      manifest={"engine": f"engines/{name}.engine", "engine_build": decision, "engine_reason": reason,
-                               "engine_built_here": built_here},
+                               "engine_built_here": built_here, "record": f"engines/{name}.json"},
                      note=note, engine=engine, details=out / "engine.json")
 
     # -- a whole target ---------------------------------------------------
@@ -396,6 +399,8 @@ class Graph:
                            "metrics": self.rel(evals[b.spec.name] / "metrics.json"), "gates": to_plain(profile.gates_for(b.spec))}
                           for b in built],
             "latency": self.rel(latency),
+            # What pruning and distillation did to each model (sparsity, heads, widths, layers).
+            "models": {b.spec.model: self.rel(b.model.record) for b in built if b.model.record},
             "out_json": self.rel(tdir / "report.json"),
             "out_md": self.rel(tdir / "report.md"),
             "out_html": self.rel(tdir / "report.html"),
@@ -403,7 +408,8 @@ class Graph:
         }
         report = self.stage("report", [tdir / "report.json", tdir / "report.md", tdir / "report.html", tdir / "report.png"],
                             [t_eval / "metrics.json", latency] + [evals[b.spec.name] / "metrics.json" for b in built]
-                            + [b.details for b in built if b.details], report_args)
+                            + [b.details for b in built if b.details] + [b.model.record for b in built if b.model.record],
+                            report_args)
 
         shipped = [b for b in built if not profile.bundle.artifacts or b.spec.name in profile.bundle.artifacts]
         default = profile.bundle.default_artifact or shipped[0].spec.name

@@ -53,8 +53,29 @@ def build_note(details: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
+def model_summary(record: dict[str, Any]) -> str:
+    """One line on what a distillation or pruning stage did, from its record."""
+    if "method" in record:  # pruning.json
+        parts = [f"{record['parameters_after']:,} of {record['parameters_before']:,} parameters"]
+        if record["method"] == "magnitude":
+            parts.append(f"{100 * record['encoder_linear_sparsity']:.1f}% of encoder weights zero "
+                         f"({100 * record['model_sparsity']:.1f}% of all); dense kernels do not skip zeros")
+        elif record["method"] == "heads":
+            parts.append(f"{record['heads_removed']} of {record['heads_total']} heads removed; heads per layer "
+                         f"{record['heads_per_layer']}")
+        elif record["method"] == "ffn":
+            parts.append(f"FFN width {record['intermediate_size_before']} -> {record['intermediate_size_after']}")
+        return "; ".join(parts)
+    if "layer_ids" in record:  # training.json of a distillation
+        last = record["history"][-1] if record.get("history") else {}
+        n = len(record["layer_ids"])
+        return (f"{n} layer{'s' if n != 1 else ''} (from base layers {record['layer_ids']}), "
+                f"{record['parameters']:,} parameters, {record['steps']} steps, final loss {last.get('loss', 'n/a')}")
+    return ""
+
+
 def build_report(target: str, profile_source: str, teacher: dict[str, Any], artifacts: list[dict[str, Any]],
-                 latency_path: str) -> dict[str, Any]:
+                 latency_path: str, models: dict[str, str] | None = None) -> dict[str, Any]:
     latency = _load(latency_path)
     batches = [str(b) for b in sorted(int(b) for b in next(iter(latency["median_ms"].values())))]
     largest = batches[-1]
@@ -95,6 +116,7 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         "latency": {k: latency[k] for k in ("threads", "sequence_length", "repeats", "warmup")},
         "batches": batches,
         "size_reference": reference_name,
+        "models": {name: {"record": _load(path), "summary": model_summary(_load(path))} for name, path in (models or {}).items()},
         "artifacts": rows,
         "gate_failures": failures,
     }
@@ -133,10 +155,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     notes = [f"- `{r['name']}`: {r['note']}" for r in report["artifacts"] if r.get("note")]
     if notes:
         lines += ["## Notes", ""] + notes + [""]
-    lines += ["## Models", ""] + [f"- `{m}`: {lineage}" for m, lineage in _lineages(report)] + [""]
+    lines += ["## Models", ""] + [f"- `{m}`: {lineage}" + _summary(report, m) for m, lineage in _lineages(report)] + [""]
     if report["gate_failures"]:
         lines += ["## Gate failures", ""] + [f"- {f}" for f in report["gate_failures"]] + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _summary(report: dict[str, Any], model: str) -> str:
+    summary = report.get("models", {}).get(model, {}).get("summary")
+    return f" ({summary})" if summary else ""
 
 
 def _lineages(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -194,7 +221,7 @@ def render_html(report: dict[str, Any], png: Path) -> str:
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     lat = report["latency"]
     image = base64.b64encode(png.read_bytes()).decode("ascii")
-    lineages = "".join(f"<li><code>{html.escape(m)}</code>: {html.escape(l)}</li>" for m, l in _lineages(report))
+    lineages = "".join(f"<li><code>{html.escape(m)}</code>: {html.escape(l + _summary(report, m))}</li>" for m, l in _lineages(report))
     failures = "".join(f"<li>{html.escape(f)}</li>" for f in report["gate_failures"])
     notes = "".join(f"<li><code>{html.escape(r['name'])}</code>: {html.escape(r['note'])}</li>" for r in report["artifacts"] if r.get("note"))
     notes_html = f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""
@@ -219,8 +246,8 @@ Speed-up: teacher latency (PyTorch) / artifact latency.</p>
 
 
 def report_stage(target: str, profile_source: str, teacher: dict, artifacts: list[dict], latency: str,
-                 out_json: str, out_md: str, out_html: str, out_png: str) -> None:
-    report = build_report(target, profile_source, teacher, artifacts, latency)
+                 out_json: str, out_md: str, out_html: str, out_png: str, models: dict | None = None) -> None:
+    report = build_report(target, profile_source, teacher, artifacts, latency, models)
     write_json(Path(out_json), report)
     with atomic_path(Path(out_md)) as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")
