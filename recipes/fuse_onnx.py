@@ -42,6 +42,43 @@ def drop_uniform_qkv_sizes(model) -> int:
     return changed
 
 
+def mask_index_from_attention_mask(model) -> int:
+    """Feed Attention nodes the raw attention mask (mask_index) instead of an additive bias.
+
+    The fusion keeps BERT's padding mask as a float `attention_bias` (input 5).
+    ORT's quantizer turns Attention into QAttention, which has no such input,
+    and silently drops it: padded batches are then attended to in full (we
+    measured SST-2 accuracy falling from 83.9% to 77.5%). A 2-D int32
+    (batch, sequence) 0/1 mask as `mask_index` (input 3) means the same to the
+    Attention kernel and survives quantization. The stage's verification on
+    ragged padding proves the equivalence for every model it builds.
+    """
+    import onnx
+    from onnx import helper
+
+    names = {i.name for i in model.graph.input}
+    if "attention_mask" not in names:
+        return 0
+    cast_out = "attention_mask_int32"
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "Attention" or node.domain != "com.microsoft":
+            continue
+        inputs = list(node.input) + [""] * (6 - len(node.input))
+        if inputs[3] or not inputs[5] or any(inputs[6:]):
+            continue
+        inputs[3], inputs[5] = cast_out, ""
+        while inputs and not inputs[-1]:
+            inputs.pop()
+        del node.input[:]
+        node.input.extend(inputs)
+        changed += 1
+    if changed:
+        cast = helper.make_node("Cast", ["attention_mask"], [cast_out], to=onnx.TensorProto.INT32, name="attention_mask_to_int32")
+        model.graph.node.insert(0, cast)
+    return changed
+
+
 def fuse(src: Path, dst: Path, report: Path, input_names: tuple[str, ...], vocab_size: int, atol: float,
          max_sequence: int) -> dict[str, Any]:
     import onnx
@@ -55,6 +92,7 @@ def fuse(src: Path, dst: Path, report: Path, input_names: tuple[str, ...], vocab
     onnxscript.optimizer.optimize(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
     proto = ir.serde.serialize_model(model)
     uniform = drop_uniform_qkv_sizes(proto)
+    masks = mask_index_from_attention_mask(proto)
     ops: dict[str, int] = {}
     for node in proto.graph.node:
         if node.domain == "com.microsoft":
@@ -74,6 +112,7 @@ def fuse(src: Path, dst: Path, report: Path, input_names: tuple[str, ...], vocab
                                  f"at batch {b}, sequence {s} (tolerance stages.export.atol = {atol}); set fuse = false "
                                  f"for this artifact and report the model to the edgesmith maintainers")
     info = {"fusions": {k: v for k, v in counts.items() if v}, "contrib_ops": ops, "attention_qkv_attribute_dropped": uniform,
+            "attention_mask_as_mask_index": masks,
             "checks": checks}
     write_json(report, info)
     return info

@@ -40,10 +40,15 @@ def test_fusion_gives_ort_kernels_with_identical_logits(exported):
     counts = ops(root / "fused.onnx")
     assert counts["Attention"] == 2 and counts["SkipLayerNormalization"] >= 2 and counts["BiasGelu"] == 2
     assert info["attention_qkv_attribute_dropped"] == 2
+    # The padding mask reaches Attention as mask_index, which QAttention keeps
+    # (ORT's quantizer drops an attention_bias input without a word).
+    assert info["attention_mask_as_mask_index"] == 2
     np.testing.assert_allclose(logits(root / "fused.onnx"), logits(fp32), atol=1e-5)
     # Dynamic int8 of the fused graph quantizes attention too.
     quantize_dynamic(root / "fused.onnx", root / "fused_int8.onnx", DynamicInt8(method="dynamic"))
     assert ops(root / "fused_int8.onnx")["QAttention"] == 2
+    qattention = [n for n in onnx.load(str(root / "fused_int8.onnx")).graph.node if n.op_type == "QAttention"]
+    assert all(n.input[5] == "attention_mask_int32" for n in qattention)
     assert logits(root / "fused_int8.onnx").shape == (3, 2)
 
 
