@@ -138,7 +138,11 @@ def main() -> None:
         "",
         f"Teacher: all-MiniLM-L6-v2 fine-tuned on {n_train} SST-2 train sentences (every "
         f"{'' if not args.train_size else f'{67349 / n_train:.1f}-th '}row of {args.data_dir / 'train.tsv'}); "
-        f"evaluated on all {n_dev} SST-2 dev sentences. Build (scons -j2, from scratch or incremental): {build_s / 60:.1f} min.",
+        f"evaluated on all {n_dev} SST-2 dev sentences. This run's build (scons -j2; incremental, so only the stages "
+        f"whose inputs changed ran): {build_s / 60:.1f} min. One dev example is {100 / n_dev:.2f} points of accuracy, and "
+        f"the standard error of an accuracy near {pct(teacher['accuracy'])} on {n_dev} examples is "
+        f"{100 * (teacher['accuracy'] * (1 - teacher['accuracy']) / n_dev) ** 0.5:.1f} points: differences of a few "
+        "tenths between models are noise.",
         "",
         "## Every variant (build/sst2/report.md: one side-by-side latency run)",
         "",
@@ -216,15 +220,13 @@ def targets(rows: dict, teacher: dict, optimum_rows: list) -> list[str]:
         line(r["accuracy"] / t_acc >= 0.98 and r["size_vs_fp32"] <= 0.20,
              f"int4 (MatMulNBits + int4 embeddings): {r['accuracy'] / t_acc:.3f}x teacher accuracy (>= 0.98), "
              f"{r['size_vs_fp32']:.3f}x fp32 size (<= 0.20)")
-    pairs = [("ffn_half_torch", "teacher", "PyTorch fp32"), ("ffn_half_int8", "int8_dynamic_fused", "fused ONNX int8")]
-    pairs = [p for p in pairs if p[0] in rows and p[1] in rows]
-    if pairs:
-        r = rows[pairs[0][0]]
-        speed = "; ".join(f"{label}: {faster(a, b, '1'):.2f}x at batch 1, {faster(a, b, '32'):.2f}x at batch 32"
-                          for a, b, label in pairs)
-        ok = r["accuracy"] / t_acc >= 0.97 and all(faster(a, b, bt) >= 1.3 for a, b, _ in pairs for bt in ("1", "32"))
-        line(ok, f"FFN pruned to half width + recovery, against the unpruned teacher in the same format (>= 1.3): "
-                 f"{speed}; {r['accuracy'] / t_acc:.3f}x teacher accuracy (>= 0.97)")
+    # Each format against the unpruned teacher in the same format, so only the pruning differs.
+    for a, b, label in [("ffn_half_torch", "teacher", "PyTorch fp32"), ("ffn_half_int8", "int8_dynamic_fused", "fused ONNX int8")]:
+        if a in rows and b in rows:
+            r = rows[a]
+            ok = r["accuracy"] / t_acc >= 0.97 and all(faster(a, b, bt) >= 1.3 for bt in ("1", "32"))
+            line(ok, f"FFN pruned to half width + recovery, {label} ({a} against {b}): {faster(a, b, '1'):.2f}x at batch 1, "
+                     f"{faster(a, b, '32'):.2f}x at batch 32 (>= 1.3); {r['accuracy'] / t_acc:.3f}x teacher accuracy (>= 0.97)")
     if optimum_rows:
         theirs = [(n, a, l) for n, a, l in optimum_rows if n.startswith("optimum/") and "int8" in n]
         int8_names = {n for n, r in rows.items() if r["precision"] == "int8"}
@@ -233,28 +235,38 @@ def targets(rows: dict, teacher: dict, optimum_rows: list) -> list[str]:
         mine_teacher = [(n, a, l) for n, a, l in mine_all if n.split("/", 1)[1] in teacher_int8]
         for label, mine in (("any of our int8 models (distilled/pruned included)", mine_all),
                             ("our int8 models of the teacher itself", mine_teacher)):
-            out.append(f"- Compared with {label}:")
+            out.append(f"- Against every Optimum int8 model, {label}:")
             out.extend("  " + x for x in _versus(theirs, mine))
     return out
 
 
 def _versus(theirs: list, mine: list) -> list[str]:
+    """For each Optimum int8 model, our fastest int8 model at equal or better accuracy, per batch size.
+
+    Comparing against every one of their models, not only the one that came out
+    fastest in this run, keeps the verdict from hinging on which of several
+    equally fast Optimum configurations won by noise.
+    """
     out = []
-
-    def line(ok: bool, text: str) -> None:
-        out.append(f"- {'MET' if ok else 'MISSED'}: {text}")
-
+    worst: dict[str, float] = {}
+    for name, acc, lat in sorted(theirs, key=lambda x: x[2]["1"]):
+        cells = []
+        for batch in ("1", "32"):
+            eligible = [m for m in mine if m[1] >= acc]
+            if not eligible:
+                cells.append(f"batch {batch}: none of ours is as accurate")
+                worst[batch] = float("inf")
+                continue
+            best = min(eligible, key=lambda m: m[2][batch])
+            ratio = best[2][batch] / lat[batch]
+            worst[batch] = max(worst.get(batch, 0.0), ratio)
+            cells.append(f"batch {batch}: {best[0]} ({pct(best[1])}) {ratio:.2f}x")
+        out.append(f"- vs {name} ({pct(acc)}, {lat['1']:.2f} / {lat['32']:.1f} ms): " + "; ".join(cells))
     for batch in ("1", "32"):
-        best_theirs = min(theirs, key=lambda x: x[2][batch])
-        eligible = [m for m in mine if m[1] >= best_theirs[1]]
-        if not eligible:
-            line(False, f"batch {batch}: no edgesmith int8 model is as accurate as Optimum's fastest int8 "
-                        f"({best_theirs[0]}, {pct(best_theirs[1])})")
-            continue
-        best_mine = min(eligible, key=lambda x: x[2][batch])
-        ratio = best_mine[2][batch] / best_theirs[2][batch]
-        line(ratio <= 0.9, f"batch {batch}: {best_mine[0]} ({pct(best_mine[1])}) takes {ratio:.2f}x the latency of "
-                           f"Optimum's fastest int8 {best_theirs[0]} ({pct(best_theirs[1])}) (<= 0.9)")
+        w = worst.get(batch, float("inf"))
+        verdict = "MET" if w <= 0.9 else "MISSED"
+        shown = "no model of ours is as accurate as one of theirs" if w == float("inf") else f"worst ratio {w:.2f}x"
+        out.append(f"- {verdict}: batch {batch}: {shown} (<= 0.9 against each of them)")
     return out
 
 

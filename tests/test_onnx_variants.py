@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
-from recipes.fuse_onnx import fuse
+from recipes.fuse_onnx import fuse, split_skip_layernorm
 from recipes.onnx_export import export_onnx, verification_inputs
 from recipes.profile import DynamicInt8, ExportParams, Fp16, WeightOnlyInt4
 from recipes.quantize_onnx import convert_fp16, quantize_dynamic, quantize_int4
@@ -38,7 +39,10 @@ def test_fusion_gives_ort_kernels_with_identical_logits(exported):
     root, fp32 = exported
     info = fuse(fp32, root / "fused.onnx", root / "fuse.json", NAMES, 400, 1e-4, 64)
     counts = ops(root / "fused.onnx")
-    assert counts["Attention"] == 2 and counts["SkipLayerNormalization"] >= 2 and counts["BiasGelu"] == 2
+    assert counts["Attention"] == 2 and counts["BiasGelu"] == 2
+    # Fused to SkipLayerNormalization, then split again into Add + LayerNormalization (the faster kernels).
+    assert info["fusions"]["skip_layer_normalization"] == info["skip_layernorm_split"] == 4
+    assert "SkipLayerNormalization" not in counts and counts["LayerNormalization"] == 5
     assert info["attention_qkv_attribute_dropped"] == 2
     # The padding mask reaches Attention as mask_index, which QAttention keeps
     # (ORT's quantizer drops an attention_bias input without a word).
@@ -72,3 +76,30 @@ def test_fp16_keeps_io_types(exported):
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
     np.testing.assert_allclose(logits(root / "fp16.onnx"), logits(fp32), atol=2e-2)
+
+
+@pytest.mark.parametrize("with_bias, sum_consumed", [(True, True), (False, False), (True, False)])
+def test_split_skip_layernorm_computes_what_the_contrib_op_does(tmp_path, with_bias, sum_consumed):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    hidden = 24
+    inits = [numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), n) for n in ("gamma", "beta", "bias")]
+    inputs = ["x", "skip", "gamma", "beta"] + (["bias"] if with_bias else [])
+    outputs = ["y", "", "", "sum"] if sum_consumed else ["y"]
+    nodes = [helper.make_node("SkipLayerNormalization", inputs, outputs, domain="com.microsoft", epsilon=1e-5, name="sln")]
+    graph_outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if sum_consumed:
+        nodes.append(helper.make_node("Relu", ["sum"], ["relu_sum"]))
+        graph_outputs.append(helper.make_tensor_value_info("relu_sum", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5, hidden]) for n in ("x", "skip")],
+                              graph_outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    feeds = {n: rng.normal(size=(2, 5, hidden)).astype(np.float32) for n in ("x", "skip")}
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert split_skip_layernorm(model) == 1
+    assert [n.op_type for n in model.graph.node if n.op_type != "Relu"] == ["Add"] * (1 + with_bias) + ["LayerNormalization"]
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+
