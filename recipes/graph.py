@@ -342,15 +342,19 @@ class Graph:
         self.stage("engine", targets, [onnx], args, signature=engine_signature(status, decision))
         # engine.json ships too: the device can read which host built the engine, or why it did not.
         bundle = [(onnx, f"models/{name}.onnx"), (out / "engine.json", f"engines/{name}.json")]
-        bundle += [(out / "model.engine", f"engines/{name}.engine")] if decision == "host" else []
-        engine = {"name": name, "onnx": f"models/{name}.onnx", "engine": f"engines/{name}.engine", "precision": spec.precision,
-                  "strongly_typed": True}
+        # A host-built engine ships under its own name and is never overwritten: an engine the
+        # device builds (engines/NAME.engine, not in the manifest) must not break the bundle's
+        # verification, and the shipped one stays as the build host made it.
+        shipped = f"engines/{name}.host.engine" if decision == "host" else None
+        bundle += [(out / "model.engine", shipped)] if shipped else []
+        engine = {"name": name, "onnx": f"models/{name}.onnx", "engine": f"engines/{name}.engine", "shipped": shipped,
+                  "precision": spec.precision, "strongly_typed": True}
         built_here = decision == "host"
         note = ("TensorRT engine built on this host; accuracy measured on its ONNX with ONNX Runtime" if built_here else
                 f"engine not built on this host ({reason}); accuracy and latency are of its {spec.precision} ONNX on "
                 "ONNX Runtime CPU, not of the engine")
         return Built(spec, model, onnx, [onnx], "onnx", bundle, f"models/{name}.onnx", onnx,
-                     manifest={"engine": f"engines/{name}.engine", "engine_build": decision, "engine_reason": reason,
+                     manifest={"engine": f"engines/{name}.engine", "engine_shipped": shipped, "engine_build": decision, "engine_reason": reason,
                                "engine_built_here": built_here, "record": f"engines/{name}.json"},
                      note=note, engine=engine, details=out / "engine.json")
 

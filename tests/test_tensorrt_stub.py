@@ -9,6 +9,7 @@ Tests that need real TensorRT and a GPU carry @pytest.mark.tensorrt.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -48,9 +49,9 @@ CONTEXT = {
     "input_names": ["input_ids", "attention_mask"],
     "engine": {"build": "device", "workspace_mb": 2048, "timing_cache": True},
     "engines": [
-        {"name": "engine_int8", "onnx": "models/engine_int8.onnx", "engine": "engines/engine_int8.engine",
+        {"name": "engine_int8", "onnx": "models/engine_int8.onnx", "engine": "engines/engine_int8.engine", "shipped": None,
          "precision": "int8", "strongly_typed": True},
-        {"name": "engine_fp16", "onnx": "models/fp32.onnx", "engine": "engines/engine_fp16.engine",
+        {"name": "engine_fp16", "onnx": "models/fp32.onnx", "engine": "engines/engine_fp16.engine", "shipped": None,
          "precision": "fp16", "strongly_typed": False},
     ],
 }
@@ -241,6 +242,21 @@ def test_existing_engine_is_kept_unless_forced(tmp_path):
     proc, calls = run_script(root, bin_dir, "--force", "engine_int8")
     assert proc.returncode == 0 and len(calls) == 1
     assert (root / "engines/engine_int8.engine").read_bytes() == b"engine"
+
+
+@pytestmark_bash
+def test_shipped_engine_is_never_overwritten(tmp_path):
+    ctx = dict(CONTEXT, engines=[dict(CONTEXT["engines"][0], shipped="engines/engine_int8.host.engine")])
+    root = make_bundle_dir(tmp_path, ctx)
+    bin_dir = fake_trtexec(tmp_path, 101000)
+    (root / "engines").mkdir()
+    (root / "engines/engine_int8.host.engine").write_bytes(b"from the build host")
+    proc, calls = run_script(root, bin_dir)
+    assert proc.returncode == 0 and calls == [] and "ships engines/engine_int8.host.engine" in proc.stderr
+    proc, calls = run_script(root, bin_dir, "--force")
+    assert proc.returncode == 0 and len(calls) == 1
+    assert (root / "engines/engine_int8.engine").read_bytes() == b"engine"
+    assert (root / "engines/engine_int8.host.engine").read_bytes() == b"from the build host"
 
 
 @pytestmark_bash
@@ -502,7 +518,7 @@ def trt_bundle(tmp_path) -> Path:
                artifacts=[{k: a[k] for k in ("name", "format", "precision", "runtime", "path")}
                           for a in json.loads((bundle / "manifest.json").read_text())["artifacts"]],
                engines=[{"name": "engine_fp16", "onnx": "models/fp32.onnx", "engine": "engines/engine_fp16.engine",
-                         "precision": "fp16", "strongly_typed": False}])
+                         "shipped": None, "precision": "fp16", "strongly_typed": False}])
     render_to("tensorrt/run_engine.py", ctx, bundle / "run_engine.py")
     render_to("tensorrt/build_engine.sh", ctx, bundle / "build_engine.sh")
     refresh_files(bundle)
@@ -557,12 +573,47 @@ def test_tensorrt_backend_without_tensorrt_is_one_line(trt_bundle):
     assert not (trt_bundle / "engines").exists(), "nothing is built before TensorRT is known to be there"
 
 
+def load_stub_module(bundle: Path):
+    spec = importlib.util.spec_from_file_location(f"run_engine_{id(bundle)}", bundle / "run_engine.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytestmark_bash
+def test_device_rebuild_keeps_a_host_built_bundle_verifiable(trt_bundle, tmp_path, monkeypatch):
+    """A bundle shipping a host-built engine: --rebuild on the device builds engines/NAME.engine
+    beside it, that one is preferred afterwards, and the bundle still verifies."""
+    ctx = dict(CONTEXT, default_artifact="engine_fp16", input_names=["input_ids", "attention_mask", "token_type_ids"],
+               artifacts=[{k: a[k] for k in ("name", "format", "precision", "runtime", "path")}
+                          for a in json.loads((trt_bundle / "manifest.json").read_text())["artifacts"]],
+               engines=[{"name": "engine_fp16", "onnx": "models/fp32.onnx", "engine": "engines/engine_fp16.engine",
+                         "shipped": "engines/engine_fp16.host.engine", "precision": "fp16", "strongly_typed": False}])
+    render_to("tensorrt/run_engine.py", ctx, trt_bundle / "run_engine.py")
+    render_to("tensorrt/build_engine.sh", ctx, trt_bundle / "build_engine.sh")
+    (trt_bundle / "engines").mkdir()
+    (trt_bundle / "engines/engine_fp16.host.engine").write_bytes(b"from the build host")
+    refresh_files(trt_bundle)
+    monkeypatch.setenv("PATH", f"{fake_trtexec(tmp_path, 101600)}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls"))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the stub puts its bundle first on sys.path
+    stub = load_stub_module(trt_bundle)
+    assert stub.ensure_engine(trt_bundle, "engine_fp16", rebuild=False) == trt_bundle / "engines/engine_fp16.host.engine"
+    assert not list(tmp_path.glob("calls.*")), "the shipped engine is used as it is"
+    built = stub.ensure_engine(trt_bundle, "engine_fp16", rebuild=True)
+    assert built == trt_bundle / "engines/engine_fp16.engine" and built.read_bytes() == b"engine"
+    assert (trt_bundle / "engines/engine_fp16.host.engine").read_bytes() == b"from the build host"
+    assert stub.ensure_engine(trt_bundle, "engine_fp16", rebuild=False) == built
+    with load_bundle(trt_bundle) as bundle:  # raises if a listed file changed
+        assert "engines/engine_fp16.host.engine" in {f["path"] for f in bundle.manifest["files"]}
+
+
 def test_default_artifact_may_be_an_onnx_model(trt_bundle):
     ctx = dict(CONTEXT, default_artifact="int8_dynamic", input_names=["input_ids", "attention_mask", "token_type_ids"],
                artifacts=[{"name": "int8_dynamic", "format": "onnx", "precision": "int8", "runtime": "onnxruntime",
                            "path": "models/int8_dynamic.onnx"}],
                engines=[{"name": "engine_fp16", "onnx": "models/fp32.onnx", "engine": "engines/engine_fp16.engine",
-                         "precision": "fp16", "strongly_typed": False}])
+                         "shipped": None, "precision": "fp16", "strongly_typed": False}])
     render_to("tensorrt/run_engine.py", ctx, trt_bundle / "run_engine.py")
     refresh_files(trt_bundle)
     out = run_stub(trt_bundle, "--backend", "onnxruntime", "--provider", "cpu", "great movie")

@@ -26,6 +26,8 @@ MAX_SHAPES='input_ids:16x256,attention_mask:16x256'
 ENGINE_NAMES=('engine_int8' 'engine_fp16')
 ENGINE_ONNX=('models/engine_int8.onnx' 'models/fp32.onnx')
 ENGINE_FILES=('engines/engine_int8.engine' 'engines/engine_fp16.engine')
+# Engines the build host made and shipped ('' where none); never overwritten, see build_one.
+ENGINE_SHIPPED=('' '')
 ENGINE_PRECISIONS=('int8' 'fp16')
 # 1: the ONNX carries its precision (fp16 tensors / QDQ nodes) and is built strongly typed.
 ENGINE_TYPED=(1 0)
@@ -127,8 +129,14 @@ build_one() {
     local name="${ENGINE_NAMES[$i]}"
     local onnx="$BUNDLE_DIR/${ENGINE_ONNX[$i]}"
     local out="$BUNDLE_DIR/${ENGINE_FILES[$i]}"
+    local shipped="${ENGINE_SHIPPED[$i]}"
     if [[ -f "$out" && "$FORCE" != 1 && "$PRINT" != 1 ]]; then
         printf 'build_engine.sh: %s: %s exists (--force rebuilds it)\n' "$name" "${ENGINE_FILES[$i]}" >&2
+        return
+    fi
+    # The shipped engine stays as it is (the manifest verifies it); a device build goes to $out.
+    if [[ -n "$shipped" && -f "$BUNDLE_DIR/$shipped" && "$FORCE" != 1 && "$PRINT" != 1 ]]; then
+        printf 'build_engine.sh: %s: the bundle ships %s, built on the build host (--force builds one for this device)\n' "$name" "$shipped" >&2
         return
     fi
     [[ -f "$onnx" ]] || die "engine $name: ${ENGINE_ONNX[$i]} is missing from the bundle; copy the whole bundle again"

@@ -35,8 +35,9 @@ TARGET = 'jetson'
 DESCRIPTION = 'Jetson Orin: TensorRT engine built on the device from precision-explicit ONNX'
 LABELS = ['negative', 'positive']
 DEFAULT_ARTIFACT = 'engine_int8'
-# name -> {name, onnx, engine, precision, strongly_typed}; paths relative to the bundle.
-ENGINES = {e["name"]: e for e in [{'name': 'engine_int8', 'onnx': 'models/engine_int8.onnx', 'engine': 'engines/engine_int8.engine', 'precision': 'int8', 'strongly_typed': True}, {'name': 'engine_fp16', 'onnx': 'models/fp32.onnx', 'engine': 'engines/engine_fp16.engine', 'precision': 'fp16', 'strongly_typed': False}]}
+# name -> {name, onnx, engine, shipped, precision, strongly_typed}; paths relative to the bundle.
+# "engine" is where this device builds the engine; "shipped" is the build host's engine, if any.
+ENGINES = {e["name"]: e for e in [{'name': 'engine_int8', 'onnx': 'models/engine_int8.onnx', 'engine': 'engines/engine_int8.engine', 'shipped': None, 'precision': 'int8', 'strongly_typed': True}, {'name': 'engine_fp16', 'onnx': 'models/fp32.onnx', 'engine': 'engines/engine_fp16.engine', 'shipped': None, 'precision': 'fp16', 'strongly_typed': False}]}
 ONNX_ARTIFACTS = [a["name"] for a in [{'name': 'fp16', 'format': 'onnx', 'precision': 'fp16', 'runtime': 'onnxruntime', 'path': 'models/fp16.onnx', 'quantization': 'fp16'}, {'name': 'engine_int8', 'format': 'tensorrt', 'precision': 'int8', 'runtime': 'tensorrt', 'path': 'models/engine_int8.onnx', 'quantization': 'static'}] if a["format"] == "onnx"]
 INPUT_NAMES = ['input_ids', 'attention_mask']
 SHAPES = {'batch': {'min': 1, 'opt': 4, 'max': 16}, 'sequence': {'min': 8, 'opt': 128, 'max': 256}}
@@ -172,9 +173,14 @@ def start_tensorrt():
 
 
 def ensure_engine(root, name, rebuild):
+    """The engine to load: one built on this device, else the one the build host shipped
+    (verified with the bundle), else build one now. --rebuild always builds on this device."""
     path = Path(root) / ENGINES[name]["engine"]
+    shipped = ENGINES[name]["shipped"]
     if path.is_file() and not rebuild:
         return path
+    if shipped and (Path(root) / shipped).is_file() and not rebuild:
+        return Path(root) / shipped
     script = Path(root) / "build_engine.sh"
     note(f"building engine {name} with {script.name} (once; this takes minutes)")
     proc = subprocess.run(["bash", str(script)] + (["--force"] if rebuild else []) + [name],
