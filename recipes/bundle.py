@@ -62,7 +62,7 @@ def build_manifest(root: Path, meta: dict[str, Any], artifacts: list[dict[str, A
 
 def bundle_stage(out_dir: str, copies: list[list[str]], artifacts: list[dict], io_from: str, data_json: str, meta: dict) -> None:
     """Copy `copies` ([src, relative dst]) into out_dir and write manifest.json."""
-    from .onnx_export import onnx_io
+    from .model_io import onnx_io
 
     labels = json.loads(Path(data_json).read_text(encoding="utf-8"))["labels"]
     io_spec = onnx_io(Path(io_from))

@@ -11,18 +11,15 @@ fine-tune: seeds, deterministic algorithms, a fixed thread count.
 """
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from .checkpoint import TOKENIZER_FILES
 from .data import Example, load_labels, load_split
-from .fsutil import atomic_dir, dir_manifest
+from .model_dir import write_model_dir
 from .profile import DistillParams, TrainParams
 from .teacher_logits import TeacherLogits
 from .textenc import Encoder
@@ -130,13 +127,7 @@ def distill(base_dir: Path, teacher_dir: Path, logits_dir: Path, data_dir: Path,
 
     summary = {"layer_ids": layer_ids, "base_layers": total, "train_examples": len(train), "steps": total_steps,
                "history": history, "parameters": sum(p.numel() for p in model.parameters())}
-    with atomic_dir(dst) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        for name in TOKENIZER_FILES:
-            if (base_dir / name).is_file():
-                shutil.copyfile(base_dir / name, tmp / name)
-        (tmp / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        (tmp / "manifest.json").write_text(json.dumps({"files": dir_manifest(tmp)}, indent=2, sort_keys=True) + "\n")
+    write_model_dir(model, base_dir, dst, "training.json", summary)
     return summary
 
 

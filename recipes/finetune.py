@@ -7,16 +7,13 @@ in accelerate and writes run-dependent state; ours is 40 lines.
 """
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import TOKENIZER_FILES
 from .data import load_labels, load_split
-from .fsutil import atomic_dir, dir_manifest
+from .model_dir import write_model_dir
 from .profile import FinetuneParams
 from .textenc import Encoder
 
@@ -85,15 +82,8 @@ def finetune(model_dir: Path, data_dir: Path, dst: Path, params: FinetuneParams,
             history.append({"epoch": epoch + 1, "loss": round(epoch_loss / len(train), 6)})
     model.eval()
 
-    with atomic_dir(dst) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        for name in TOKENIZER_FILES:
-            if (model_dir / name).is_file():
-                shutil.copyfile(model_dir / name, tmp / name)
-        summary = {"labels": labels, "train_examples": len(train), "steps": total, "history": history}
-        (tmp / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        manifest = {"files": dir_manifest(tmp)}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    summary = {"labels": labels, "train_examples": len(train), "steps": total, "history": history}
+    write_model_dir(model, model_dir, dst, "training.json", summary)
     return summary
 
 

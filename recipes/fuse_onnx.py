@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import StageError
 from .fsutil import atomic_path, write_json
-from .onnx_export import VERIFY_SHAPES, verification_inputs
+from .model_io import VERIFY_SHAPES, verification_inputs
 
 # Constants larger than the optimizer's default folding limits are the
 # weights themselves (packed Q/K/V): fold them so quantizers see initializers.

@@ -15,24 +15,8 @@ import numpy as np
 
 from .errors import StageError
 from .fsutil import atomic_path, write_json
+from .model_io import VERIFY_SHAPES, verification_inputs
 from .profile import ExportParams
-
-# (batch, sequence) pairs checked after export; the first is the trace example.
-VERIFY_SHAPES = ((2, 16), (1, 7), (3, 40), (4, 128))
-
-
-def verification_inputs(vocab_size: int, input_names: tuple[str, ...], batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
-    """Random ids with a ragged attention mask (every row but the first padded)."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1, vocab_size, size=(batch, seq), dtype=np.int64)
-    mask = np.ones((batch, seq), dtype=np.int64)
-    for row in range(1, batch):
-        keep = int(rng.integers(2, seq + 1))
-        mask[row, keep:] = 0
-        ids[row, keep:] = 0
-    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    return {n: arrays[n] for n in input_names}
-
 
 def export_onnx(model_dir: Path, dst: Path, report_path: Path, params: ExportParams,
                 input_names: tuple[str, ...], max_batch: int, max_sequence: int) -> dict[str, Any]:
@@ -93,24 +77,6 @@ def verify(onnx_path: Path, reference, input_names: tuple[str, ...], vocab: int,
                 f"sequence {s} (tolerance stages.export.atol = {atol}); the export is wrong, do not ship it"
             )
     return checks
-
-
-def onnx_io(path: Path) -> dict[str, Any]:
-    """Input/output names, element types and symbolic shapes of an ONNX file."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-
-    def describe(values):
-        rows = []
-        for v in values:
-            t = v.type.tensor_type
-            dims = [d.dim_param or d.dim_value for d in t.shape.dim]
-            rows.append({"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, "shape": dims})
-        return rows
-
-    inits = {i.name for i in model.graph.initializer}
-    return {"inputs": describe([i for i in model.graph.input if i.name not in inits]), "outputs": describe(model.graph.output)}
 
 
 def export_stage(model_dir: str, dst: str, report: str, params: dict, input_names: list[str], max_batch: int, max_sequence: int) -> None:

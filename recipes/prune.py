@@ -10,14 +10,11 @@ the compressed bundle, not dense-kernel latency, and the report says so.
 """
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import TOKENIZER_FILES
 from .data import load_labels, load_split
-from .fsutil import atomic_dir, dir_manifest
+from .model_dir import write_model_dir
 from .profile import PRUNERS, FfnPrune, HeadPrune, MagnitudePrune
 from .slim import get_module, head_size, keep_ffn, keep_heads, layers_of
 from .textenc import Encoder
@@ -102,7 +99,6 @@ def taylor_scores(model: Any, arch, examples, encoder: Encoder, labels: list[str
 
 
 def prune_heads(model, arch, params: HeadPrune, examples, encoder, labels, input_names) -> dict[str, Any]:
-    import torch
 
     scores = taylor_scores(model, arch, examples, encoder, labels, input_names, "heads")
     # Normalise per layer (Michel et al.) so layers compete on equal terms.
@@ -159,13 +155,7 @@ def prune(base_dir: Path, data_dir: Path, dst: Path, params, input_names: tuple[
     model.zero_grad(set_to_none=True)
     summary = {"method": params.method, **info, "parameters_before": before,
                "parameters_after": sum(p.numel() for p in model.parameters())}
-    with atomic_dir(dst) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        for name in TOKENIZER_FILES:
-            if (base_dir / name).is_file():
-                shutil.copyfile(base_dir / name, tmp / name)
-        (tmp / "pruning.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        (tmp / "manifest.json").write_text(json.dumps({"files": dir_manifest(tmp)}, indent=2, sort_keys=True) + "\n")
+    write_model_dir(model, base_dir, dst, "pruning.json", summary)
     return summary
 
 

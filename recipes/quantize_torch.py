@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import ConfigError, StageError
 from .fsutil import atomic_path, write_json
-from .onnx_export import VERIFY_SHAPES, verification_inputs
+from .model_io import VERIFY_SHAPES, verification_inputs
 from .profile import DynamicInt8
 
 # ONNX op names in DynamicInt8.op_types mapped onto the PyTorch modules they

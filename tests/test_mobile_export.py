@@ -20,7 +20,7 @@ from tiny_model import REPO, make_checkpoint
 from recipes.errors import ConfigError, StageError
 from recipes.mobile_export import pte_stage, ptl_stage, xnnpack_available
 from recipes.mobile_runners import PteRunner, PtlRunner, TorchScriptRunner
-from recipes.onnx_export import verification_inputs
+from recipes.model_io import verification_inputs
 from recipes.quantize_torch import torch_int8_stage
 from recipes.runners import TorchRunner
 

@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from recipes.fuse_onnx import fuse, split_skip_layernorm
-from recipes.onnx_export import export_onnx, verification_inputs
+from recipes.model_io import verification_inputs
+from recipes.onnx_export import export_onnx
 from recipes.profile import DynamicInt8, ExportParams, Fp16, WeightOnlyInt4
 from recipes.quantize_onnx import convert_fp16, quantize_dynamic, quantize_int4
 from recipes.runners import OnnxRunner

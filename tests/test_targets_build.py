@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
