@@ -150,6 +150,37 @@ def test_kill_mid_stage_then_rerun_finishes(built, tmp_path):
     assert stages_run(scons(project, *built[1])) == []
 
 
+def test_stages_finished_before_a_sigkill_are_not_run_again(built, tmp_path):
+    """SIGKILL stops SCons before it saves .sconsign; the fine-tuning that finished
+    before the kill must be recognised by its stamp, not redone."""
+    project = clone(built, tmp_path / "p")
+    profile = project / "targets" / "tiny.toml"
+    profile.write_text(profile.read_text().replace("epochs = 2", "epochs = 3"))
+    proc = subprocess.Popen([SCONS, "-Q", *built[1]], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, env=dict(os.environ, TQDM_DISABLE="1"))
+    teacher = None
+    for line in proc.stdout:
+        if line.startswith("[finetune]"):
+            teacher = project / line.split()[1]
+        if line.startswith("[export]"):  # fine-tuning has finished; SCons has not saved anything yet
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    weights = teacher.parent / "model.safetensors"
+    finished_at = weights.stat().st_mtime_ns
+    again = scons(project, *built[1])
+    assert re.search(r"^\[finetune\] \S+: up to date \(finished by an earlier build", again.stdout, re.M), again.stdout
+    assert weights.stat().st_mtime_ns == finished_at, "fine-tuning ran again"
+    assert "export" in names(again)  # killed mid-way: it runs again
+    assert stages_run(scons(project, *built[1])) == []
+    # A stamp never vouches for outputs changed since: touching the weights reruns fine-tuning.
+    subprocess.run(["touch", str(weights)], check=True)
+    (project / ".sconsign.dblite").unlink()
+    rebuilt = scons(project, *built[1])
+    assert "finetune" in names(rebuilt)
+    assert not re.search(r"^\[finetune\] \S+: up to date", rebuilt.stdout, re.M)
+
+
 def test_clean_builds_are_byte_identical_and_cache_restores(built, tmp_path):
     project = make_project(tmp_path / "second")
     cache = tmp_path / "cache"
