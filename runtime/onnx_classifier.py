@@ -53,6 +53,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def predictions(logits: np.ndarray, labels: Sequence[str]) -> List[Dict[str, Any]]:
+    """One {"label", "score", "scores"} dict per row of logits; score is the top label's probability.
+
+    Every backend (ONNX Runtime here, TensorRT and PyTorch in the stubs) reports through this.
+    """
+    results = []
+    for row in softmax(logits):
+        best = int(row.argmax())
+        results.append({
+            "label": labels[best],
+            "score": float(row[best]),
+            "scores": {label: float(p) for label, p in zip(labels, row)},
+        })
+    return results
+
+
 class Classifier:
     """An ONNX Runtime session plus the bundle's tokenizer and labels."""
 
@@ -122,16 +138,7 @@ class Classifier:
 
     def predict(self, texts: Iterable[str], batch_size: int = 32) -> List[Dict[str, Any]]:
         """One {"label", "score", "scores"} dict per text; score is the top label's probability."""
-        probs = softmax(self.logits(texts, batch_size))
-        results = []
-        for row in probs:
-            best = int(row.argmax())
-            results.append({
-                "label": self.labels[best],
-                "score": float(row[best]),
-                "scores": {label: float(p) for label, p in zip(self.labels, row)},
-            })
-        return results
+        return predictions(self.logits(texts, batch_size), self.labels)
 
     def _run(self, texts: List[str]) -> np.ndarray:
         count = len(texts)

@@ -33,12 +33,12 @@ def recipe_imports(module: str) -> set[str]:
 
 
 def closure(module: str) -> set[str]:
-    seen, todo = set(), [module]
-    while todo:
-        m = todo.pop()
+    seen, pending = set(), [module]
+    while pending:
+        m = pending.pop()
         if m not in seen:
             seen.add(m)
-            todo.extend(recipe_imports(m))
+            pending.extend(recipe_imports(m))
     return seen
 
 

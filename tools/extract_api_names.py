@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import json
 import os
 import re
@@ -56,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: the repository's runtime package
+from runtime.integrity import sha256_file as sha256  # noqa: E402
 FIXTURES = REPO / "tests" / "fixtures" / "api"
 HEADER = "# edgesmith API fixture, written by tools/extract_api_names.py; do not edit by hand."
 
@@ -90,14 +91,6 @@ class ExtractError(Exception):
 
 
 # -- downloading ---------------------------------------------------------------
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def download(pin: Pin, dest: Path, expect_sha256: str | None = None) -> Path:
     """`pip download` the pinned artifact; with expect_sha256 pip itself refuses other bytes."""

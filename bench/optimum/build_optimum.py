@@ -23,7 +23,6 @@ onnxruntime.InferenceSession there and runs a batch, comparing with fp32.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -36,6 +35,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# The repository's runtime package (stdlib, numpy, tokenizers, onnxruntime: all in this venv too).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from runtime.integrity import sha256_file as sha256  # noqa: E402
 
 SCHEMA = "edgesmith.optimum_artifacts/1"
 LEVELS = ("O1", "O2", "O3")
@@ -52,14 +55,6 @@ CHECK_TEXTS = (
 
 def log(msg: str) -> None:
     print(f"[build_optimum] {msg}", file=sys.stderr, flush=True)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dist_version(name: str) -> str | None:

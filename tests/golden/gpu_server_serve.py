@@ -154,10 +154,10 @@ class TorchBackend:
         except ImportError as exc:
             raise BundleError(f"artifact {name!r} is a PyTorch checkpoint and needs packages that are not installed "
                               f"({exc.name}); install them with: pip install torch transformers bitsandbytes accelerate") from None
-        from runtime.onnx_classifier import softmax
+        from runtime.onnx_classifier import predictions
         from runtime.tokenize import TextEncoder
 
-        self._torch, self._softmax = torch, softmax
+        self._torch, self._predictions = torch, predictions
         device = args.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -216,13 +216,7 @@ class TorchBackend:
                 arrays = self.encoder.encode(texts[start:start + self.batch_size])
                 feeds = {k: torch.from_numpy(arrays[k]).to(self.device) for k in self.input_names}
                 chunks.append(self.model(**feeds).logits.float().cpu().numpy())
-        results = []
-        for chunk in chunks:
-            for row in self._softmax(chunk):
-                best = int(row.argmax())
-                results.append({"label": self.labels[best], "score": float(row[best]),
-                                "scores": {label: float(p) for label, p in zip(self.labels, row)}})
-        return results
+        return [p for chunk in chunks for p in self._predictions(chunk, self.labels)]
 
 
 BACKENDS = {"onnx": OnnxBackend, "torch": TorchBackend}

@@ -261,7 +261,7 @@ def pad_batch(arrays, rows, length, pad_id):
 
 
 def predict_tensorrt(args, texts):
-    from runtime.onnx_classifier import softmax
+    from runtime.onnx_classifier import predictions
     from runtime.tokenize import TextEncoder
 
     root = Path(args.bundle)
@@ -296,10 +296,7 @@ def predict_tensorrt(args, texts):
         if logits.ndim != 2 or logits.shape[1] != len(labels):
             raise RunError(f"engine output {outputs[0]} has shape {list(logits.shape)}, expected "
                            f"[batch, {len(labels)}]; rebuild the bundle")
-        for row in softmax(logits):
-            best = int(row.argmax())
-            results.append({"label": labels[best], "score": float(row[best]),
-                            "scores": {label: float(p) for label, p in zip(labels, row)}})
+        results += predictions(logits, labels)
     return results
 
 
