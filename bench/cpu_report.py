@@ -1,7 +1,7 @@
 """Build the cpu target (if needed) and record its report with the machine it ran on.
 
 The report's latencies are medians of interleaved, side-by-side runs of all
-artifacts in one process (see recipes/latency.py), so the speed-ups are
+artifacts in one process (see recipes/measure/latency.py), so the speed-ups are
 ratios measured together. Writes bench/results/cpu.md.
 Usage: .venv/bin/python bench/cpu_report.py [extra scons args]
 """

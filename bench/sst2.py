@@ -10,7 +10,7 @@ Hugging Face Optimum's ONNX recipes for the same teacher, on SST-2 dev.
    the same teacher in Optimum's own venv (bench/optimum/).
 4. Evaluates Optimum's models on the same dev split with the same tokenizer
    code, and times them in one process, interleaved, with our fp32 and int8
-   models (recipes/latency.py), so the ratios are taken side by side.
+   models (recipes/measure/latency.py), so the ratios are taken side by side.
 5. Writes bench/results/sst2.md with the machine, both toolchains, the
    tables and the issue's targets marked met or missed.
 
@@ -79,7 +79,7 @@ def optimum_artifacts(teacher_dir: Path) -> dict:
 
 def evaluate_optimum(listing: dict, report: dict) -> dict[str, dict]:
     """Accuracy, agreement and size of each Optimum model on our eval split, with our tokenizer code."""
-    from recipes.evaluate import evaluate
+    from recipes.measure.evaluate import evaluate
 
     inputs = report["inputs"]
     metrics = {}
@@ -95,9 +95,9 @@ def evaluate_optimum(listing: dict, report: dict) -> dict[str, dict]:
 
 
 def side_by_side(ours: list[dict], listing: dict, report: dict) -> dict:
-    """Latency of our and Optimum's models in one process, interleaved (recipes/latency.py)."""
-    from recipes.latency import measure
-    from recipes.profile import EvaluateParams
+    """Latency of our and Optimum's models in one process, interleaved (recipes/measure/latency.py)."""
+    from recipes.measure.latency import measure
+    from recipes.wiring.profile import EvaluateParams
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
     artifacts = [{"name": f"edgesmith/{a['name']}", "format": "onnx", "path": a["path"], "input_names": names} for a in ours]

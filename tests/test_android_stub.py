@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # when run as a sc
 
 from golden import check
 
-from recipes.checkpoint import default_model_dir
+from recipes.inputs.checkpoint import default_model_dir
 from recipes.errors import ConfigError, ModelError
-from recipes.stubs import TEMPLATES, render
-from recipes.wordpiece import (
+from recipes.package.stubs import TEMPLATES, render
+from recipes.package.wordpiece import (
     PAD_CANDIDATES,
     java_package,
     wordpiece_spec,

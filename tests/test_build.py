@@ -120,7 +120,7 @@ def test_identical_bytes_stop_the_cascade(built, tmp_path):
 
 def test_editing_a_recipe_rebuilds_its_stage(built, tmp_path):
     project = clone(built, tmp_path / "p")
-    with open(project / "recipes" / "quantize_onnx.py", "a") as fh:
+    with open(project / "recipes" / "formats" / "quantize_onnx.py", "a") as fh:
         fh.write("\n# an edit that changes no behaviour\n")
     proc = scons(project, *built[1])
     # Both quantized models are rebuilt, come out byte-identical, and stop there.

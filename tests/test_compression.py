@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recipes.data import DataParams, load_split, prepare
-from recipes.distill import distill, paired_batches
+from recipes.inputs.data import DataParams, load_split, prepare
+from recipes.models.distill import distill, paired_batches
 from recipes.errors import ModelError, StageError
-from recipes.profile import DistillParams, FfnPrune, HeadPrune, MagnitudePrune, TrainParams
-from recipes.prune import prune
-from recipes.teacher_logits import TeacherLogits, compute
+from recipes.wiring.profile import DistillParams, FfnPrune, HeadPrune, MagnitudePrune, TrainParams
+from recipes.models.prune import prune
+from recipes.models.teacher_logits import TeacherLogits, compute
 from tiny_model import make_checkpoint
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -34,7 +34,7 @@ def setup(tmp_path_factory, tiny_rows, tiny_data):
 def logits_of(model_dir: Path, data: Path, n: int = 8) -> np.ndarray:
     import torch
 
-    from recipes.hf import load_classifier
+    from recipes.models.hf import load_classifier
     from recipes.textenc import Encoder
 
     model = load_classifier(model_dir)
@@ -52,7 +52,7 @@ def test_teacher_logits_are_stored_per_example_id(setup):
     # Each example's stored row is what the teacher says about that example alone.
     import torch
 
-    from recipes.hf import load_classifier
+    from recipes.models.hf import load_classifier
     from recipes.textenc import Encoder
 
     model = load_classifier(teacher)
@@ -116,9 +116,9 @@ def test_distillation_is_byte_deterministic(setup, student, tmp_path):
 def test_student_is_initialised_from_the_chosen_teacher_layer(setup):
     import torch
 
-    from recipes.archs import arch_for
-    from recipes.hf import load_classifier
-    from recipes.slim import default_layer_ids, student_from_layers
+    from recipes.models.archs import arch_for
+    from recipes.models.hf import load_classifier
+    from recipes.models.slim import default_layer_ids, student_from_layers
 
     teacher = load_classifier(setup[1])
     s = student_from_layers(teacher, arch_for("bert"), [1])
@@ -175,7 +175,7 @@ def test_head_pruning_round_trip(setup, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["edgesmith_attention_heads"] == [1, 1]
     # The reloaded model computes exactly what the pruned one did before saving.
-    from recipes.hf import load_classifier
+    from recipes.models.hf import load_classifier
 
     model = load_classifier(out)
     assert model.bert.encoder.layer[0].attention.self.query.out_features == 16
@@ -184,8 +184,8 @@ def test_head_pruning_round_trip(setup, tmp_path):
     # Removing a head with the mask-equivalent gives the same logits as removing it physically.
     import torch
 
-    from recipes.slim import keep_heads
-    from recipes.archs import arch_for
+    from recipes.models.slim import keep_heads
+    from recipes.models.archs import arch_for
 
     full = load_classifier(teacher)
     keep = {int(i): [h for h in range(2) if h not in v] for i, v in info["removed"].items()}

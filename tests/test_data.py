@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from recipes.data import DataParams, in_eval_split, load_split, prepare
+from recipes.inputs.data import DataParams, in_eval_split, load_split, prepare
 from recipes.errors import DataError
 
 ROWS = [{"id": f"r{i}", "text": f"sentence number {i}", "label": "pos" if i % 2 else "neg"} for i in range(40)]

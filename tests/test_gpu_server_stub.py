@@ -24,7 +24,7 @@ import pytest
 from golden import check
 from tiny_bundle import read_manifest, refresh_files, write_bundle, write_manifest
 
-from recipes.stubs import render, render_to
+from recipes.package.stubs import render, render_to
 from runtime import BundleError, load_bundle
 from runtime import providers as prov
 

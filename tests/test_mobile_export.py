@@ -18,11 +18,11 @@ import pytest
 from tiny_model import REPO, make_checkpoint
 
 from recipes.errors import ConfigError, StageError
-from recipes.mobile_export import pte_stage, ptl_stage, xnnpack_available
-from recipes.mobile_runners import PteRunner, PtlRunner, TorchScriptRunner
-from recipes.model_io import verification_inputs
-from recipes.quantize_torch import torch_int8_stage
-from recipes.runners import TorchRunner
+from recipes.formats.mobile_export import pte_stage, ptl_stage, xnnpack_available
+from recipes.measure.mobile_runners import PteRunner, PtlRunner, TorchScriptRunner
+from recipes.formats.model_io import verification_inputs
+from recipes.formats.quantize_torch import torch_int8_stage
+from recipes.measure.runners import TorchRunner
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # Neither is the (2, 16) trace example; the tiny model has 64 positions.
@@ -41,7 +41,7 @@ def model_dir(tmp_path_factory, tiny_rows) -> Path:
 
 @pytest.fixture(scope="module")
 def one_layer_dir(model_dir, tmp_path_factory) -> Path:
-    from recipes.hf import load_classifier
+    from recipes.models.hf import load_classifier
 
     model = load_classifier(model_dir)
     model.bert.encoder.layer = model.bert.encoder.layer[:1]
@@ -218,9 +218,9 @@ def test_8da4w_skips_layers_the_group_does_not_divide(model_dir):
     """group 64 on a 32-wide model: only the FFN output projections (64 in) are quantized."""
     import torch
 
-    from recipes.mobile_export import quantize_8da4w
-    from recipes.profile import Int8DynActInt4Weight
-    from recipes.quantize_torch import example_args, load_logits_module
+    from recipes.formats.mobile_export import quantize_8da4w
+    from recipes.wiring.profile import Int8DynActInt4Weight
+    from recipes.formats.quantize_torch import example_args, load_logits_module
 
     module, vocab = load_logits_module(model_dir, NAMES)
     info = quantize_8da4w(module, Int8DynActInt4Weight("8da4w", group_size=64))
@@ -234,8 +234,8 @@ def test_8da4w_skips_layers_the_group_does_not_divide(model_dir):
 
 _EXPORT_SCRIPT = textwrap.dedent("""
     import sys
-    from recipes.mobile_export import ptl_stage
-    from recipes.quantize_torch import torch_int8_stage
+    from recipes.formats.mobile_export import ptl_stage
+    from recipes.formats.quantize_torch import torch_int8_stage
     model, out = sys.argv[1], sys.argv[2]
     names = ["input_ids", "attention_mask", "token_type_ids"]
     torch_int8_stage(model, out + "/int8.pt", out + "/int8.pt.json", {"method": "dynamic"}, names, 64)

@@ -24,7 +24,7 @@ from tiny_bundle import (
 )
 
 from recipes.errors import StageError
-from recipes.quantize_nf4 import BLOCKSIZE, OUT_ALIGN, skip_reasons
+from recipes.formats.quantize_nf4 import BLOCKSIZE, OUT_ALIGN, skip_reasons
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TEXTS = ["a great movie", "the worst film", "i loved it !", "not very good", "awful and boring", "the best film",
@@ -71,7 +71,7 @@ def write_eval(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """hidden 64, intermediate 96: the FFN output layer (in_features 96) and the head stay full precision."""
-    from recipes.quantize_nf4 import quantize_nf4_stage
+    from recipes.formats.quantize_nf4 import quantize_nf4_stage
 
     root = tmp_path_factory.mktemp("nf4")
     model = make_model(root / "fp32", hidden=64, intermediate=96)
@@ -101,8 +101,8 @@ def test_quantized_and_skipped_modules(built):
 @needs_nf4
 def test_hidden_32_keeps_most_layers_in_full_precision(tmp_path):
     # tests/tiny_model.py's shape (hidden 32, intermediate 64): only the FFN output (in_features 64) can be nf4.
-    from recipes.hf import load_classifier
-    from recipes.quantize_nf4 import plan_skips
+    from recipes.models.hf import load_classifier
+    from recipes.formats.quantize_nf4 import plan_skips
 
     skipped, quantized = plan_skips(load_classifier(make_model(tmp_path / "m", hidden=32, intermediate=64)), HEAD)
     assert quantized == ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense"]
@@ -132,8 +132,8 @@ def test_runner_reloads_the_checkpoint(built):
     import bitsandbytes as bnb
     import torch
 
-    from recipes.nf4_runner import Nf4Runner, linear_layers
-    from recipes.runners import TorchRunner
+    from recipes.measure.nf4_runner import Nf4Runner, linear_layers
+    from recipes.measure.runners import TorchRunner
     from recipes.textenc import Encoder
 
     root, report = built
@@ -150,8 +150,8 @@ def test_runner_reloads_the_checkpoint(built):
 
 @needs_nf4
 def test_checkpoint_bytes_are_reproducible(built, tmp_path):
-    from recipes.profile import Nf4
-    from recipes.quantize_nf4 import quantize_nf4
+    from recipes.wiring.profile import Nf4
+    from recipes.formats.quantize_nf4 import quantize_nf4
 
     root, _ = built
     again = tmp_path / "again"
@@ -163,8 +163,8 @@ def test_checkpoint_bytes_are_reproducible(built, tmp_path):
 
 @needs_nf4
 def test_bad_arguments(built, tmp_path):
-    from recipes.profile import Nf4
-    from recipes.quantize_nf4 import quantize_nf4
+    from recipes.wiring.profile import Nf4
+    from recipes.formats.quantize_nf4 import quantize_nf4
 
     root, _ = built
     common = dict(input_names=INPUTS, tokenizer_json=root / "fp32" / "tokenizer.json", max_length=16)
@@ -183,8 +183,8 @@ def test_serve_the_nf4_checkpoint(built, tmp_path):
     """The torch backend of serve.py: an nf4 artifact in a bundle, on the CPU."""
     from test_gpu_server_stub import start_server, stop_server, stub_context
 
-    from recipes.nf4_runner import Nf4Runner
-    from recipes.stubs import render_to
+    from recipes.measure.nf4_runner import Nf4Runner
+    from recipes.package.stubs import render_to
     from recipes.textenc import Encoder
     from runtime.onnx_classifier import softmax
 

@@ -9,12 +9,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from recipes.fuse_onnx import fuse, split_skip_layernorm
-from recipes.model_io import verification_inputs
-from recipes.onnx_export import export_onnx
-from recipes.profile import DynamicInt8, ExportParams, Fp16, WeightOnlyInt4
-from recipes.quantize_onnx import convert_fp16, quantize_dynamic, quantize_int4
-from recipes.runners import OnnxRunner
+from recipes.formats.fuse_onnx import fuse, split_skip_layernorm
+from recipes.formats.model_io import verification_inputs
+from recipes.formats.onnx_export import export_onnx
+from recipes.wiring.profile import DynamicInt8, ExportParams, Fp16, WeightOnlyInt4
+from recipes.formats.quantize_onnx import convert_fp16, quantize_dynamic, quantize_int4
+from recipes.measure.runners import OnnxRunner
 from tiny_model import make_checkpoint
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")

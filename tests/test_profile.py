@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from recipes.errors import ProfileError
-from recipes.profile import DynamicInt8, StaticInt8, load_profile
+from recipes.wiring.profile import DynamicInt8, StaticInt8, load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "profiles"

@@ -11,24 +11,31 @@ from pathlib import Path
 
 import pytest
 
-from recipes.stages import COMMON, STAGES, module_files
+from recipes.wiring.stage_table import COMMON, STAGES, module_files
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
+def module_path(module: str) -> Path:
+    return RECIPES / (module.replace(".", "/") + ".py")
+
+
 def recipe_imports(module: str) -> set[str]:
-    """Recipe modules `module` imports, at top level or inside functions."""
+    """Recipe modules `module` imports (dotted, below recipes/), at top level or inside functions."""
     found = set()
-    for node in ast.walk(ast.parse((RECIPES / f"{module}.py").read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names = [node.module] if node.module else [a.name for a in node.names]
+    package = module.rsplit(".", 1)[0] if "." in module else ""
+    for node in ast.walk(ast.parse(module_path(module).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if package else []
+            names = [".".join(base + [node.module])] if node.module else [".".join(base + [a.name]) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("recipes."):
-            names = [node.module.split(".", 1)[1]]
+            sub = node.module.split(".", 1)[1]
+            names = [sub] + [f"{sub}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name.split(".", 1)[1] for a in node.names if a.name.startswith("recipes.")]
         else:
             continue
-        found.update(n.split(".")[0] for n in names if (RECIPES / f"{n.split('.')[0]}.py").is_file())
+        found.update(n.strip(".") for n in names if module_path(n.strip(".")).is_file())
     return found
 
 

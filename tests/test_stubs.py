@@ -9,7 +9,7 @@ import jinja2
 import pytest
 
 from golden import check
-from recipes.stubs import render, render_to
+from recipes.package.stubs import render, render_to
 from tiny_bundle import write_bundle
 
 CONTEXT = {

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from recipes.stubs import render
+from recipes.package.stubs import render
 from test_tensorrt_stub import CONTEXT
 from tools.api_check import FIXTURES, Api, check_source, load_apis
 from tools.extract_api_names import PINS
 
 REPO = Path(__file__).resolve().parents[1]
-ENGINE_RECIPE = REPO / "recipes" / "tensorrt_engine.py"
+ENGINE_RECIPE = REPO / "recipes" / "formats" / "tensorrt_engine.py"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def apis():
 @pytest.fixture(scope="module")
 def sources():
     return {
-        "recipes/tensorrt_engine.py": ENGINE_RECIPE.read_text(encoding="utf-8"),
+        "recipes/formats/tensorrt_engine.py": ENGINE_RECIPE.read_text(encoding="utf-8"),
         "run_engine.py": render("tensorrt/run_engine.py", CONTEXT),
     }
 
@@ -88,7 +88,7 @@ def test_fixtures_hold_known_facts(apis):
 # -- our code ------------------------------------------------------------------------
 
 REQUIRED = {
-    "recipes/tensorrt_engine.py": {
+    "recipes/formats/tensorrt_engine.py": {
         "tensorrt.Logger", "tensorrt.Builder", "tensorrt.Builder.create_network",
         "tensorrt.NetworkDefinitionCreationFlag.STRONGLY_TYPED", "tensorrt.OnnxParser",
         "tensorrt.OnnxParser.parse_from_file", "tensorrt.OnnxParser.num_errors", "tensorrt.OnnxParser.get_error",
@@ -112,7 +112,7 @@ REQUIRED = {
     },
 }
 # Read with getattr(obj, "NAME", default): version-dependent, present in at least one pinned version.
-OPTIONAL = {"recipes/tensorrt_engine.py": {"tensorrt.BuilderFlag.FP16": True, "tensorrt.BuilderFlag.INT8": True},
+OPTIONAL = {"recipes/formats/tensorrt_engine.py": {"tensorrt.BuilderFlag.FP16": True, "tensorrt.BuilderFlag.INT8": True},
             "run_engine.py": {}}
 
 

@@ -24,9 +24,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from golden import check
-from recipes import tensorrt_engine as te
+from recipes.formats import tensorrt_engine as te
 from recipes.errors import ProfileError, StageError
-from recipes.stubs import render, render_to
+from recipes.package.stubs import render, render_to
 from runtime import load_bundle
 from tiny_bundle import make_onnx_classifier, refresh_files, write_bundle
 

@@ -1,0 +1,242 @@
+"""Android formats: TorchScript-lite `.ptl` and ExecuTorch `.pte`.
+
+.ptl is the legacy PyTorch Mobile path: a traced module (fp32 or dynamic
+int8, see quantize_torch.py) saved for the lite interpreter, optimized with
+`optimize_for_mobile` where this torch has XNNPACK. CPU-only PyPI wheels of
+torch 2.13 have none, so `mobile.optimize_for_mobile` decides: "required"
+stops the build, "auto" ships an unoptimized file and says so in the report.
+
+.pte is ExecuTorch: torch.export with dynamic batch and sequence, lowered
+with the XNNPACK partitioner, fp32 or 8-bit dynamic activations with 4-bit
+grouped weights (torchao Int8DynamicActivationIntxWeightConfig, the 0.18 name
+of "8da4w"). XNNPACK's grouped 4-bit linear needs a group size that is a
+multiple of 32 and divides the layer's input width; layers it does not
+divide stay fp32 and are listed in the report. The report also counts what
+XNNPACK took and what is left to ExecuTorch's portable kernels; a matmul or a
+quantize op left outside the delegate fails the stage.
+
+ExecuTorch plans activation memory for the upper bounds of the dynamic
+dimensions, so `max_batch` and `max_sequence` should be the profile's shapes,
+not the export-wide limits; the planned size is in the report.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from recipes.errors import ConfigError, StageError
+from recipes.fsutil import atomic_path, write_json
+from recipes.wiring.profile import DynamicInt8, Int8DynActInt4Weight, MobileParams
+from recipes.formats.quantize_torch import (
+    TRACE_SHAPE,
+    dynamic_int8,
+    example_args,
+    load_logits_module,
+    quiet,
+    reference_model,
+    torchscript_file,
+    trace,
+    verify,
+    versions,
+)
+
+# Ops that must run inside XNNPACK: matmuls and the dynamic-quantization ops
+# (the portable runtime would run them slowly, or not at all).
+MATMULS = {"linear", "mm", "addmm", "bmm", "matmul", "baddbmm"}
+QUANT_WORDS = ("choose_qparams", "quantize")
+# Bookkeeping nodes that are not compute.
+NOT_COMPUTE = ("getitem", "sym_size", "executorch_call_delegate")
+
+
+# -- .ptl ---------------------------------------------------------------
+
+def xnnpack_available() -> bool:
+    import torch.backends.xnnpack
+
+    return bool(torch.backends.xnnpack.enabled)
+
+
+def export_ptl(model_dir: Path, dst: Path, report_path: Path, spec: DynamicInt8 | None, mobile: MobileParams,
+               input_names: tuple[str, ...], max_sequence: int, atol: float = 1e-4) -> dict[str, Any]:
+    import torch
+
+    from recipes.measure.mobile_runners import PtlRunner
+
+    if xnnpack_available():
+        optimized, reason = True, ""
+    elif mobile.optimize_for_mobile == "required":
+        raise StageError(f"optimize_for_mobile needs a torch build with XNNPACK; this torch {torch.__version__} has none; "
+                         "set mobile.optimize_for_mobile = 'auto' to ship an unoptimized .ptl")
+    else:
+        optimized, reason = False, f"torch {torch.__version__} was built without XNNPACK (torch.backends.xnnpack.enabled is False)"
+
+    module, vocab = load_logits_module(model_dir, input_names)
+    info: dict[str, Any] = {"method": None}
+    if spec is not None:
+        module, info = dynamic_int8(module, spec)
+    scripted = trace(module, vocab, input_names)
+    if optimized:
+        from torch.utils.mobile_optimizer import optimize_for_mobile
+
+        with quiet():
+            scripted = optimize_for_mobile(scripted)
+    with torchscript_file(scripted, dst, lite=True) as tmp:
+        runner = PtlRunner(tmp, input_names)  # QNNPACK kernels, as on the phone
+        checks = verify(runner, reference_model(model_dir), vocab, input_names, max_sequence,
+                        atol if spec is None else None, dst.name)
+    report = {"format": "ptl", "precision": "fp32" if spec is None else "int8", "quantize": info, "attention": "eager",
+              "optimized": optimized, "reason": reason, "optimize_for_mobile": mobile.optimize_for_mobile,
+              "verified_with_engine": runner.engine,
+              "shapes": {"batch": "dynamic", "sequence": "dynamic"},
+              "toolchain": versions("torch", "transformers"), **checks}
+    write_json(report_path, report)
+    return report
+
+
+# -- .pte ---------------------------------------------------------------
+
+def _op_name(target) -> str:
+    # Edge ops name themselves in __name__ ("aten.linear.default"), ATen ops
+    # in str() ("aten.sym_size.int"), Python operators in __name__ ("mul").
+    name = getattr(target, "__name__", "") or str(target)
+    if name.count(".") < 2 and not str(target).startswith("<"):
+        name = str(target)
+    # "aten.linear.default" -> "aten.linear"; "torchao.quantize_affine.default" -> "torchao.quantize_affine"
+    parts = name.split(".")
+    return ".".join(parts[:-1]) if len(parts) > 2 else name
+
+
+def delegation(graph_module) -> dict[str, Any]:
+    """Compute ops inside XNNPACK delegates vs. left to the portable runtime."""
+    inside: Counter[str] = Counter()
+    outside: Counter[str] = Counter()
+    subgraphs = 0
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.name.startswith("lowered_module_"):
+            subgraphs += 1
+            lowered = getattr(graph_module, node.target)
+            for n in lowered.original_module.graph.nodes:
+                if n.op == "call_function" and not any(word in _op_name(n.target) for word in NOT_COMPUTE):
+                    inside[_op_name(n.target)] += 1
+        elif node.op == "call_function":
+            name = _op_name(node.target)
+            if not any(word in name for word in NOT_COMPUTE):
+                outside[name] += 1
+    return {"delegated_subgraphs": subgraphs, "delegated_nodes": sum(inside.values()),
+            "non_delegated_nodes": sum(outside.values()),
+            "delegated_ops": dict(sorted(inside.items())), "non_delegated_ops": dict(sorted(outside.items()))}
+
+
+def _must_delegate(op: str) -> bool:
+    base = op.rsplit(".", 1)[-1]
+    return base in MATMULS or any(w in base for w in QUANT_WORDS)
+
+
+def check_group_size(group_size: int) -> None:
+    if group_size <= 0 or group_size % 32:
+        raise ConfigError(f"quantize.group_size = {group_size}: XNNPACK's 4-bit grouped linear needs a positive multiple "
+                          "of 32 (32, 64, 128, ...)")
+
+
+def quantize_8da4w(module, spec: Int8DynActInt4Weight) -> dict[str, Any]:
+    """In place: 8-bit dynamic activations, 4-bit weights in groups along the input axis."""
+    import torch
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    check_group_size(spec.group_size)
+    linears = {name: m for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
+    skipped = sorted(name for name, m in linears.items() if m.in_features % spec.group_size)
+    if len(skipped) == len(linears):
+        widths = sorted({m.in_features for m in linears.values()})
+        raise ConfigError(f"quantize.group_size = {spec.group_size} divides none of the model's linear input widths "
+                          f"{widths}; use a multiple of 32 that divides them")
+
+    def wanted(m, fqn: str) -> bool:
+        return isinstance(m, torch.nn.Linear) and m.in_features % spec.group_size == 0
+
+    with quiet():
+        quantize_(module, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                                weight_granularity=PerGroup(spec.group_size)),
+                  filter_fn=wanted)
+    return {"method": "8da4w", "api": "torchao.quantization.Int8DynamicActivationIntxWeightConfig",
+            "weights": "int4 symmetric, per group", "activations": "int8 asymmetric, dynamic per token",
+            "group_size": spec.group_size, "quantized_linears": len(linears) - len(skipped),
+            "skipped_linears": skipped, "embeddings": "fp32"}
+
+
+def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActInt4Weight | None,
+               input_names: tuple[str, ...], max_batch: int, max_sequence: int, atol: float = 1e-4) -> dict[str, Any]:
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackPartitioner,
+    )
+    from executorch.exir import to_edge_transform_and_lower
+
+    from recipes.measure.mobile_runners import PteRunner
+
+    module, vocab = load_logits_module(model_dir, input_names)
+    info: dict[str, Any] = {"method": None}
+    if spec is not None:
+        info = quantize_8da4w(module, spec)
+    example = example_args(vocab, input_names, *TRACE_SHAPE, seed=0)
+    # torch.export specialises sizes 0/1, hence the (2, 16) example and explicit
+    # lower bounds; the upper bounds size the planned memory. A profile whose
+    # batch.max is 1 gets a fixed batch of 1 (less memory, a simpler program),
+    # traced on the padded second row so the mask path is the general one.
+    seq_max = max(max_sequence, TRACE_SHAPE[1] + 1)
+    sequence = torch.export.Dim("sequence", min=2, max=seq_max)
+    if max_batch <= 1:
+        batch_max = 1
+        example = tuple(t[1:] for t in example)
+        dims = {n: {1: sequence} for n in input_names}
+    else:
+        batch_max = max_batch
+        batch = torch.export.Dim("batch", min=1, max=batch_max)
+        dims = {n: {0: batch, 1: sequence} for n in input_names}
+    with quiet(), torch.no_grad():
+        try:
+            program = torch.export.export(module, example, dynamic_shapes=dims, strict=False)
+        except Exception as e:  # torch.export raises many types; keep the cause
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StageError(f"{dst.name}: torch.export failed ({first}); this model cannot be shipped as .pte") from e
+        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        counts = delegation(lowered.exported_program().graph_module)
+        stray = {op: n for op, n in counts["non_delegated_ops"].items() if _must_delegate(op)}
+        if stray:
+            raise StageError(f"{dst.name}: XNNPACK did not take {stray}; they would run on ExecuTorch's portable "
+                             "kernels (slow or missing); do not ship it")
+        et_program = lowered.to_executorch()
+    plan = et_program.executorch_program.execution_plan[0]
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(et_program.buffer)
+        # Full padded batches: the runner splits them to the program's batch bound.
+        checks = verify(PteRunner(tmp, input_names), reference_model(model_dir), vocab, input_names, seq_max,
+                        atol if spec is None else None, dst.name)
+    report = {"format": "pte", "precision": "fp32" if spec is None else "int4", "quantize": info, "attention": "eager",
+              "backend": "XnnpackBackend", "delegation": counts,
+              "batch": {"min": 1, "max": batch_max}, "sequence": {"min": 2, "max": seq_max},
+              "planned_memory_bytes": int(sum(plan.non_const_buffer_sizes)),
+              "toolchain": versions("torch", "transformers", "executorch", "torchao"), **checks}
+    write_json(report_path, report)
+    return report
+
+
+# -- stage entry points (JSON-able arguments) ---------------------------------
+
+def ptl_stage(model_dir: str, dst: str, report: str, params: dict | None, mobile: dict, input_names: list[str],
+              max_sequence: int, atol: float = 1e-4) -> None:
+    from recipes.wiring.schema import from_plain
+
+    spec = from_plain(DynamicInt8, params) if params else None
+    export_ptl(Path(model_dir), Path(dst), Path(report), spec, from_plain(MobileParams, mobile), tuple(input_names),
+               max_sequence, atol)
+
+
+def pte_stage(model_dir: str, dst: str, report: str, params: dict | None, input_names: list[str], max_batch: int,
+              max_sequence: int, atol: float = 1e-4) -> None:
+    from recipes.wiring.schema import from_plain
+
+    spec = from_plain(Int8DynActInt4Weight, params) if params else None
+    export_pte(Path(model_dir), Path(dst), Path(report), spec, tuple(input_names), max_batch, max_sequence, atol)

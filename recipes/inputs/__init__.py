@@ -1,0 +1,1 @@
+"""The user's inputs: inspecting a checkpoint, preparing a dataset's splits."""

@@ -1,0 +1,1 @@
+"""Measurement: evaluation, latency, the per-format host runners, the report."""

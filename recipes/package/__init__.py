@@ -1,0 +1,1 @@
+"""Packaging: generated stubs, the bundle and its archive."""

@@ -1,0 +1,140 @@
+"""SCons tool: the `EdgesmithStage` builder, which runs one recipe stage.
+
+Loaded through `toolpath`. The builder's first source is a Value holding the
+stage spec (canonical JSON of the stage name, its parameters, relative paths
+and the versions of the libraries it uses), so the spec is part of every
+target's signature. Paths outside the repository (the model checkpoint, a
+dataset elsewhere) are not in the spec, only their contents (as sources):
+that keeps signatures, and so a shared `cache=DIR`, independent of where a
+checkout or a virtualenv lives.
+
+SCons saves what it built (.sconsign) only when it exits. A build killed with
+SIGKILL (a CI timeout, a closed laptop, the OOM killer) loses that record, and
+the next run would redo every stage it finished, fine-tuning included. So each
+stage that succeeds also leaves a stamp: its build signature (the one CacheDir
+uses: action, spec, every source's content) and the size and mtime of each
+output. A stage whose stamp still matches is not run again. For that the
+targets are Precious (SCons would delete them before the action could look);
+the action deletes them itself when the stage does run, as SCons would.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import SCons.Action
+import SCons.Builder
+
+EXTERNAL_PREFIX = "@external:"
+
+
+def _resolve(value, externals):
+    if isinstance(value, str) and value.startswith(EXTERNAL_PREFIX):
+        return externals[int(value[len(EXTERNAL_PREFIX):])]
+    if isinstance(value, list):
+        return [_resolve(v, externals) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve(v, externals) for k, v in value.items()}
+    return value
+
+
+def _stamp_path(root: str, spec: dict, target) -> str:
+    build_dir = os.path.dirname(os.path.join(root, spec["lock_path"]))
+    name = hashlib.sha256(target[0].get_internal_path().encode()).hexdigest()[:24]
+    return os.path.join(build_dir, ".stamps", f"{name}.json")
+
+
+def _outputs_state(target) -> dict | None:
+    state = {}
+    for node in target:
+        try:
+            st = os.stat(node.get_abspath())
+        except OSError:
+            return None
+        state[node.get_internal_path()] = [st.st_size, st.st_mtime_ns]
+    return state
+
+
+def _finished_before(stamp: str, signature: str, target) -> bool:
+    """True when this exact build already finished and its outputs are untouched."""
+    try:
+        with open(stamp, encoding="utf-8") as fh:
+            recorded = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return recorded.get("signature") == signature and recorded.get("outputs") == _outputs_state(target)
+
+
+def _write_stamp(stamp: str, signature: str, target) -> None:
+    os.makedirs(os.path.dirname(stamp), exist_ok=True)
+    tmp = f"{stamp}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"signature": signature, "outputs": _outputs_state(target)}, fh, sort_keys=True)
+    os.replace(tmp, stamp)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def run_stage(target, source, env):
+    spec = json.loads(source[0].read())
+    root = env["EDGESMITH_ROOT"]
+    stamp = _stamp_path(root, spec, target)
+    signature = target[0].get_cachedir_bsig()
+    if _finished_before(stamp, signature, target):
+        print(f"[{spec['stage']}] {target[0]}: up to date (finished by an earlier build that was killed before "
+              "SCons saved its state)")
+        return 0
+    _remove(stamp)
+    for node in target:
+        _remove(node.get_abspath())
+    spec["args"] = _resolve(spec["args"], env.get("EDGESMITH_EXTERNALS", []))
+    fd, error_file = tempfile.mkstemp(prefix="edgesmith-error-", suffix=".txt")
+    os.close(fd)
+    child_env = dict(os.environ)
+    child_env["PYTHONPATH"] = root + os.pathsep + child_env.get("PYTHONPATH", "")
+    child_env["EDGESMITH_ERROR_FILE"] = error_file
+    try:
+        proc = subprocess.run([sys.executable, "-m", "recipes.wiring.stage_runner"], input=json.dumps(spec).encode(),
+                              cwd=root, env=child_env)
+        with open(error_file, encoding="utf-8") as fh:
+            message = fh.read().strip()
+    finally:
+        os.unlink(error_file)
+    # A string result is how a function action fails with a message of our
+    # own: SCons prints `scons: *** [target] message`, with no traceback.
+    if proc.returncode == 0:
+        _write_stamp(stamp, signature, target)
+        return 0
+    if message:
+        return message
+    if proc.returncode < 0:
+        return f"stage {spec['stage']} was killed by signal {-proc.returncode}"
+    return f"stage {spec['stage']} failed (exit {proc.returncode}); see the output above"
+
+
+def describe_stage(target, source, env):
+    spec = json.loads(source[0].read())
+    return f"[{spec['stage']}] {target[0]}"
+
+
+def _precious(target, source, env):
+    env.Precious(target)  # see the module docstring: run_stage removes them
+    return target, source
+
+
+def generate(env):
+    action = SCons.Action.Action(run_stage, describe_stage)
+    env["BUILDERS"]["EdgesmithStage"] = SCons.Builder.Builder(action=action, emitter=_precious)
+
+
+def exists(env):
+    return True

@@ -1,0 +1,91 @@
+"""What SConstruct does between reading variables and declaring the graph.
+
+Validates the command line (target, model, data and its options), loads the
+profiles and hands them to recipes.wiring.graph. Cheap: json/toml reading only.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from recipes.inputs.checkpoint import default_model_dir, inspect
+from recipes.inputs.data import DataParams, check_path
+from recipes.errors import ConfigError
+from recipes.wiring.graph import Graph, Inputs
+from recipes.wiring.profile import load_profile, profile_names
+
+
+def reject_unknown_variables(unknown: dict, known: list[str]) -> None:
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ConfigError(f"unknown variable {name}={unknown[name]}; known variables: {', '.join(known)} (see scons -h)")
+
+
+def git_revision(root: Path) -> str:
+    """HEAD's commit, with '+dirty' when tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=root, capture_output=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.returncode == 1 else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def resolve_targets(root: Path, name: str) -> list[Path]:
+    """Profile files for target=NAME: a targets/ name, 'all', or a path to a .toml file."""
+    known = profile_names(root / "targets")
+    if name == "all":
+        return [root / "targets" / f"{n}.toml" for n in known]
+    if name.endswith(".toml"):
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            raise ConfigError(f"target={name}: no such profile file")
+        if path.stem in known and path.resolve() != (root / "targets" / f"{path.stem}.toml").resolve():
+            raise ConfigError(f"target={name}: its name {path.stem!r} is taken by targets/{path.stem}.toml; rename the file")
+        return [path]
+    if name not in known:
+        raise ConfigError(f"target={name}: no such profile; known targets: {', '.join(known)}, all, list, "
+                          f"or a path to a profile file (profiles live in targets/*.toml)")
+    return [root / "targets" / f"{name}.toml"]
+
+
+def parse_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"eval_fraction={text}: use a number between 0 and 1, e.g. eval_fraction=0.2")
+    return value
+
+
+def declare_targets(env, root: Path, target: str) -> list:
+    templates, runtime = root / "templates", root / "runtime"
+    loaded = [load_profile(path, templates) for path in resolve_targets(root, target)]
+
+    model_dir = Path(env["model"]).expanduser() if env["model"] else default_model_dir()
+    info = inspect(model_dir.absolute())
+    data = Path(env["data"]).expanduser()
+    if not data.is_absolute():
+        data = root / data if (root / data).exists() or not data.exists() else data.absolute()
+    check_path(data, "data")
+    eval_data = None
+    if env["eval_data"]:
+        eval_data = Path(env["eval_data"]).expanduser().absolute()
+        check_path(eval_data, "eval_data")
+    params = DataParams(
+        text_column=env["text_column"],
+        label_column=env["label_column"],
+        eval_fraction=parse_fraction(env["eval_fraction"]),
+        model_labels=info.id2label,
+    )
+    inputs = Inputs(model=info, data=data, eval_data=eval_data, data_params=params, git_revision=git_revision(root))
+    graph = Graph(env, root, root / "build", root / "dist")
+    aliases = []
+    for prof in loaded:
+        nodes = graph.target(prof, inputs, templates, runtime)
+        aliases.append(env.Alias(prof.name, nodes))
+    return aliases
