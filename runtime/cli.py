@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from .bundle import load_bundle
 from .errors import BundleError
+from .texts import read_texts
 
 
 def _positive_int(text: str) -> int:
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="bundle directory or .tar.gz archive")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
-    parser.add_argument("--file", help="read texts from this file, one per non-empty line ('-' for stdin)")
+    parser.add_argument("--file", help="read texts from this UTF-8 file, one per non-empty line ('-' for stdin)")
     parser.add_argument("--artifact", help="artifact name (default: the manifest's default_artifact)")
     parser.add_argument("--batch-size", type=_positive_int, default=32)
     parser.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
@@ -33,28 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_texts(args: argparse.Namespace) -> List[str]:
-    texts = list(args.texts)
-    if args.file is not None:
-        try:
-            if args.file == "-":
-                lines = sys.stdin.read().splitlines()
-            else:
-                with open(args.file, encoding="utf-8") as fh:
-                    lines = fh.read().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BundleError(f"--file {args.file}: cannot read it ({exc.__class__.__name__}: {exc}); pass a UTF-8 text file") from None
-        texts.extend(line.strip() for line in lines if line.strip())
-    if not texts:
-        raise BundleError("no texts to classify; pass TEXT arguments or --file FILE ('-' for stdin)")
-    return texts
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     # Intermixed: `BUNDLE --artifact fp32 "some text"` must work, not only texts-before-options.
     args = build_parser().parse_intermixed_args(argv)
     try:
-        texts = _read_texts(args)
+        texts = read_texts(args.texts, args.file)
         with load_bundle(args.bundle, verify=not args.no_verify) as bundle:
             classifier = bundle.classifier(args.artifact, threads=args.threads)
         # Print batch by batch so long inputs stream instead of waiting for the end.

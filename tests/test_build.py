@@ -127,6 +127,20 @@ def test_editing_a_recipe_rebuilds_its_stage(built, tmp_path):
     assert names(proc) == ["quantize", "quantize"]
 
 
+def test_editing_profile_validation_rebuilds_nothing(built, tmp_path):
+    """A stage's signature is its resolved parameters, not the code that loaded and checked them."""
+    project = clone(built, tmp_path / "p")
+    for rel, old, new in (("recipes/wiring/profile.py", "is used twice; artifact names must be unique",
+                           "appears twice; give every artifact its own name"),
+                          ("recipes/wiring/schema.py", ": expected an integer", ": expected a whole number")):
+        path = project / rel
+        text = path.read_text(encoding="utf-8")
+        assert old in text
+        path.write_text(text.replace(old, new), encoding="utf-8")
+    proc = scons(project, *built[1])
+    assert names(proc) == []
+
+
 def test_kill_mid_stage_then_rerun_finishes(built, tmp_path):
     project = clone(built, tmp_path / "p")
     profile = project / "targets" / "tiny.toml"

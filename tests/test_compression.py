@@ -8,16 +8,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recipes.inputs.data import DataParams, load_split, prepare
-from recipes.models.distill import distill, paired_batches
+import dataclasses
+
 from recipes.errors import ModelError, StageError
+from recipes.inputs.data import DataParams, load_split, prepare
+from recipes.models import distill as distill_stage
+from recipes.models import prune as prune_stage
+from recipes.models import teacher_logits as logits_stage
+from recipes.models.distill import paired_batches
+from recipes.models.teacher_logits import TeacherLogits
 from recipes.wiring.profile import DistillParams, FfnPrune, HeadPrune, MagnitudePrune, TrainParams
-from recipes.models.prune import prune
-from recipes.models.teacher_logits import TeacherLogits, compute
 from tiny_model import make_checkpoint
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 FAST = dict(epochs=1, batch_size=8, max_length=32, threads=1)
+
+
+# The stages' typed entry points, called the way these tests read best.
+def compute(model_dir, data, dst, names, max_length, threads):
+    return logits_stage.build(logits_stage.TeacherLogitsArgs(model_dir, data, dst, tuple(names), max_length, threads,
+                                                             logits_stage.BATCH))
+
+
+def distill(base, teacher, logits, data, dst, params, names, select_layers):
+    train = params.training() if isinstance(params, DistillParams) else params
+    student = params.student() if select_layers else None
+    return distill_stage.build(distill_stage.DistillArgs(base, teacher, logits, data, dst, train, student, tuple(names)))
+
+
+def prune(base, data, dst, params, names, max_length, threads):
+    if not isinstance(params, MagnitudePrune):
+        params = dataclasses.replace(params, max_length=max_length)
+    params = dataclasses.replace(params, threads=threads)
+    return prune_stage.build(prune_stage.PruneArgs(base, data, dst, params, tuple(names)))
 
 
 @pytest.fixture(scope="module")

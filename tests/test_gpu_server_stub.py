@@ -200,6 +200,12 @@ def test_healthz_and_metadata(served):
     assert any("TensorrtExecutionProvider is not available" in n for n in served_rows["fp32"]["notes"])
 
 
+def test_server_header_names_the_runtime_version(served):
+    _, base, _ = served
+    _, headers, _ = http("GET", base + "/healthz")
+    assert headers["Server"].startswith(f"edgesmith-serve/{CONTEXT['runtime_version']} Python/")
+
+
 BAD_REQUESTS = [
     # (method, path, body, status, words in the error)
     ("POST", "/predict", b"{bad json", 400, "not valid JSON"),

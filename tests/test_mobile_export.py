@@ -18,10 +18,12 @@ import pytest
 from tiny_model import REPO, make_checkpoint
 
 from recipes.errors import ConfigError, StageError
-from recipes.formats.mobile_export import pte_stage, ptl_stage, xnnpack_available
-from recipes.measure.mobile_runners import PteRunner, PtlRunner, TorchScriptRunner
+from recipes.formats import pte, ptl, quantize_torch
+from recipes.formats.dynamic_int8 import DynamicInt8
 from recipes.formats.model_io import verification_inputs
-from recipes.formats.quantize_torch import torch_int8_stage
+from recipes.formats.ptl import MobileParams, xnnpack_available
+from recipes.formats.pte import Int8DynActInt4Weight
+from recipes.measure.mobile_runners import PteRunner, PtlRunner, TorchScriptRunner
 from recipes.measure.runners import TorchRunner
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -32,6 +34,27 @@ MAX_SEQ = 64
 LINEARS = 14
 # The .pte tests use the first layer only: lowering costs seconds per layer.
 PTE_LINEARS = 8
+ATOL = 1e-4
+
+
+# The stages' typed entry points, called with the profile's plain tables as these tests read best.
+def torch_int8_stage(model_dir, dst, report, params, names, max_sequence):
+    return quantize_torch.build(quantize_torch.TorchInt8Args(Path(model_dir), Path(dst), Path(report),
+                                                             _quantize(DynamicInt8, params), tuple(names), max_sequence))
+
+
+def ptl_stage(model_dir, dst, report, params, mobile, names, max_sequence):
+    return ptl.build(ptl.PtlArgs(Path(model_dir), Path(dst), Path(report), _quantize(DynamicInt8, params),
+                                 MobileParams(**mobile), tuple(names), max_sequence, ATOL))
+
+
+def pte_stage(model_dir, dst, report, params, names, max_batch, max_sequence):
+    return pte.build(pte.PteArgs(Path(model_dir), Path(dst), Path(report), _quantize(Int8DynActInt4Weight, params),
+                                 tuple(names), max_batch, max_sequence, ATOL))
+
+
+def _quantize(cls, params):
+    return None if params is None else cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +241,7 @@ def test_8da4w_skips_layers_the_group_does_not_divide(model_dir):
     """group 64 on a 32-wide model: only the FFN output projections (64 in) are quantized."""
     import torch
 
-    from recipes.formats.mobile_export import quantize_8da4w
+    from recipes.formats.pte import quantize_8da4w
     from recipes.wiring.profile import Int8DynActInt4Weight
     from recipes.formats.quantize_torch import example_args, load_logits_module
 
@@ -234,12 +257,14 @@ def test_8da4w_skips_layers_the_group_does_not_divide(model_dir):
 
 _EXPORT_SCRIPT = textwrap.dedent("""
     import sys
-    from recipes.formats.mobile_export import ptl_stage
-    from recipes.formats.quantize_torch import torch_int8_stage
-    model, out = sys.argv[1], sys.argv[2]
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    torch_int8_stage(model, out + "/int8.pt", out + "/int8.pt.json", {"method": "dynamic"}, names, 64)
-    ptl_stage(model, out + "/int8.ptl", out + "/int8.ptl.json", {"method": "dynamic"}, {"optimize_for_mobile": "auto"}, names, 64)
+    from pathlib import Path
+    from recipes.formats import ptl, quantize_torch
+    from recipes.formats.dynamic_int8 import DynamicInt8
+    model, out = Path(sys.argv[1]), Path(sys.argv[2])
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    quantize_torch.build(quantize_torch.TorchInt8Args(model, out / "int8.pt", out / "int8.pt.json", DynamicInt8("dynamic"), names, 64))
+    ptl.build(ptl.PtlArgs(model, out / "int8.ptl", out / "int8.ptl.json", DynamicInt8("dynamic"), ptl.MobileParams("auto"),
+                          names, 64, 1e-4))
 """)
 
 

@@ -71,13 +71,13 @@ def write_eval(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """hidden 64, intermediate 96: the FFN output layer (in_features 96) and the head stay full precision."""
-    from recipes.formats.quantize_nf4 import quantize_nf4_stage
+    from recipes.formats.quantize_nf4 import Nf4, Nf4Args, build
 
     root = tmp_path_factory.mktemp("nf4")
     model = make_model(root / "fp32", hidden=64, intermediate=96)
     eval_jsonl = write_eval(root / "eval.jsonl")
-    quantize_nf4_stage(str(model), str(root / "nf4"), str(root / "nf4.json"), {"method": "nf4", "double_quant": True},
-                       list(INPUTS), str(model / "tokenizer.json"), 16, str(eval_jsonl), samples=64)
+    build(Nf4Args(model, root / "nf4", root / "nf4.json", Nf4("nf4", double_quant=True, samples=64), tuple(INPUTS),
+                  model / "tokenizer.json", 16, eval_jsonl))
     return root, json.loads((root / "nf4.json").read_text())
 
 

@@ -545,6 +545,22 @@ def test_runtime_does_not_import_heavy_packages(bundle_dir: Path) -> None:
     assert proc.stdout.strip() == "[]"
 
 
+def test_no_runtime_module_imports_heavy_packages() -> None:
+    """The device code (server, TensorRT runner, nf4 loader) imports its packages when it runs, not on import."""
+    modules = sorted(p.stem for p in RUNTIME_SRC.glob("*.py") if p.stem != "__main__")
+    heavy = ("torch", "transformers", "onnx", "jinja2", "tensorrt", "pycuda", "bitsandbytes", "accelerate",
+             "onnxruntime", "tokenizers")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module('runtime' if name == '__init__' else 'runtime.' + name)\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_runtime_sources_parse_as_python39() -> None:
     for path in sorted(RUNTIME_SRC.glob("*.py")):
         source = path.read_text(encoding="utf-8")

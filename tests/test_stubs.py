@@ -59,3 +59,15 @@ def test_generated_stub_runs_on_a_bundle(tmp_path):
     assert [r["text"] for r in rows] == ["it was fun", "a great movie", "the worst film"]
     empty = subprocess.run([sys.executable, str(stub)], capture_output=True, text=True)
     assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "no texts" in empty.stderr
+
+
+def test_unreadable_input_is_one_line(tmp_path):
+    bundle = write_bundle(tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    ctx = dict(CONTEXT, default_artifact=manifest["default_artifact"], artifacts=manifest["artifacts"])
+    render_to("cpu/run.py", ctx, bundle / "run.py")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café\n".encode("latin-1"))
+    out = subprocess.run([sys.executable, str(bundle / "run.py"), "--file", str(latin1)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert out.stderr == f"run.py: --file {latin1}: line 1 is not UTF-8 text (byte 0xe9); save it as UTF-8\n"

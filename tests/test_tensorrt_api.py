@@ -31,6 +31,8 @@ from tools.extract_api_names import PINS
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE_RECIPE = REPO / "recipes" / "formats" / "tensorrt_engine.py"
+# Every TensorRT/pycuda call a bundle makes is in this runtime module; run_engine.py only wires it up.
+ENGINE_RUNNER = REPO / "runtime" / "tensorrt_runner.py"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def apis():
 def sources():
     return {
         "recipes/formats/tensorrt_engine.py": ENGINE_RECIPE.read_text(encoding="utf-8"),
-        "run_engine.py": render("tensorrt/run_engine.py", CONTEXT),
+        "runtime/tensorrt_runner.py": ENGINE_RUNNER.read_text(encoding="utf-8"),
     }
 
 
@@ -100,7 +102,7 @@ REQUIRED = {
         "tensorrt.IBuilderConfig.get_timing_cache", "tensorrt.ITimingCache.serialize",
         "tensorrt.Builder.build_serialized_network", "tensorrt.Runtime.deserialize_cuda_engine",
     },
-    "run_engine.py": {
+    "runtime/tensorrt_runner.py": {
         "tensorrt.Runtime", "tensorrt.Runtime.deserialize_cuda_engine", "tensorrt.ICudaEngine.create_execution_context",
         "tensorrt.IExecutionContext.set_input_shape", "tensorrt.ICudaEngine.num_io_tensors",
         "tensorrt.ICudaEngine.get_tensor_name", "tensorrt.ICudaEngine.get_tensor_mode",
@@ -113,7 +115,7 @@ REQUIRED = {
 }
 # Read with getattr(obj, "NAME", default): version-dependent, present in at least one pinned version.
 OPTIONAL = {"recipes/formats/tensorrt_engine.py": {"tensorrt.BuilderFlag.FP16": True, "tensorrt.BuilderFlag.INT8": True},
-            "run_engine.py": {}}
+            "runtime/tensorrt_runner.py": {}}
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
@@ -124,6 +126,40 @@ def test_our_code_uses_only_real_names(name, sources, apis):
     # The checker really followed the code: the calls the build/run needs were all resolved.
     assert REQUIRED[name] <= report.used, sorted(REQUIRED[name] - report.used)
     assert report.optional == OPTIONAL[name]
+
+
+def device_sources() -> dict[str, str]:
+    """The bundle's Python besides the runner: the rendered stub and every other runtime module."""
+    found = {"run_engine.py": render("tensorrt/run_engine.py", CONTEXT)}
+    for path in sorted((REPO / "runtime").glob("*.py")):
+        if path != ENGINE_RUNNER:
+            found[f"runtime/{path.name}"] = path.read_text(encoding="utf-8")
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(device_sources()))
+def test_api_code_is_only_in_the_runner(name, apis):
+    """The checker follows API objects within one file, so no other file may touch them: code that
+    moved out of the runner (or back into the stub) would otherwise go unchecked."""
+    report = check_source(device_sources()[name], name, apis)
+    assert report.errors == [] and report.used == set(), sorted(report.used)
+
+
+def test_runner_hands_out_no_api_objects(apis):
+    """What other files may call takes and returns plain values; functions that take or return
+    TensorRT/pycuda objects are private, and nothing outside the runner calls them."""
+    from tools.api_check import Checker, is_api
+
+    checker = Checker(ENGINE_RUNNER.read_text(encoding="utf-8"), "runtime/tensorrt_runner.py",
+                      {m: versions[0] for m, versions in apis.items()}).run()
+    public = [info for info in checker.infos.values() if not info.node.name.startswith("_")]
+    assert {info.node.name for info in public} >= {"start", "classify"}
+    for info in public:
+        assert not is_api(info.returns) and not any(map(is_api, info.annotations.values())), info.node.name
+    private = {info.node.name for info in checker.infos.values() if info.node.name.startswith("_")}
+    assert private >= {"_load_engine", "_allocate", "_infer"}
+    for name, source in device_sources().items():
+        assert not [p for p in private if re.search(rf"\b{p}\b", source)], name
 
 
 def _misspell(source: str, line: int, end_col: int, attr: str) -> str:

@@ -350,6 +350,12 @@ def fp32_onnx(tmp_path) -> Path:
     return make_onnx_classifier(tmp_path / "fp32.onnx", 10)
 
 
+def engine_stage(**args) -> dict:
+    """The engine stage's typed entry point, called with the plain arguments these tests read best."""
+    paths = {k: Path(v) for k, v in args.items() if k in ("onnx", "engine", "record", "timing_cache_path") and v is not None}
+    return te.build(te.EngineArgs(**{**args, **paths, "input_names": tuple(args["input_names"])}))
+
+
 def stage_args(tmp_path: Path, onnx_path: Path, **over) -> dict:
     args = dict(onnx=str(onnx_path), engine=str(tmp_path / "out" / "engine.engine"),
                 record=str(tmp_path / "out" / "engine.json"), name="engine_fp16", precision="fp16",
@@ -365,7 +371,7 @@ def test_host_mode_on_this_machine_fails_with_one_line(tmp_path, fp32_onnx):
     if status["can_build"]:
         pytest.skip("this machine has TensorRT and a GPU")
     with pytest.raises(ProfileError) as err:
-        te.engine_stage(**stage_args(tmp_path, fp32_onnx, build="host"))
+        engine_stage(**stage_args(tmp_path, fp32_onnx, build="host"))
     message = str(err.value)
     assert message == ("targets/jetson.toml: engine.build = 'host' needs TensorRT and an NVIDIA GPU on the build host; "
                        f"found {te.describe_host(status)}; use engine.build = 'device' to build on the device")
@@ -376,7 +382,7 @@ def test_host_mode_on_this_machine_fails_with_one_line(tmp_path, fp32_onnx):
 def test_host_mode_message_names_what_is_missing(tmp_path, fp32_onnx, monkeypatch):
     monkeypatch.setattr(te, "host_tensorrt_status", lambda import_tensorrt=False: dict(NO_TRT_NO_GPU))
     with pytest.raises(ProfileError) as err:
-        te.engine_stage(**stage_args(tmp_path, fp32_onnx, build="host"))
+        engine_stage(**stage_args(tmp_path, fp32_onnx, build="host"))
     assert str(err.value) == (
         "targets/jetson.toml: engine.build = 'host' needs TensorRT and an NVIDIA GPU on the build host; "
         "found the tensorrt Python package is not installed, no NVIDIA GPU (nvidia-smi not found; libcuda.so.1 not "
@@ -387,7 +393,7 @@ def test_auto_mode_here_records_device_and_why(tmp_path, fp32_onnx):
     status = te.host_tensorrt_status(import_tensorrt=True)
     if status["can_build"]:
         pytest.skip("this machine has TensorRT and a GPU")
-    te.engine_stage(**stage_args(tmp_path, fp32_onnx))
+    engine_stage(**stage_args(tmp_path, fp32_onnx))
     record = json.loads((tmp_path / "out" / "engine.json").read_text())
     assert record["built"] == "device" and record["engine"] is None
     assert record["reason"] == f"engine.build = 'auto' and this host cannot build: {te.describe_host(status)}"
@@ -400,7 +406,7 @@ def test_device_mode_does_not_probe_the_host(tmp_path, fp32_onnx, monkeypatch):
         raise AssertionError("device mode must not probe the build host")
 
     monkeypatch.setattr(te, "host_tensorrt_status", boom)
-    te.engine_stage(**stage_args(tmp_path, qdq_onnx(tmp_path / "qdq.onnx"), build="device", precision="int8"))
+    engine_stage(**stage_args(tmp_path, qdq_onnx(tmp_path / "qdq.onnx"), build="device", precision="int8"))
     record = json.loads((tmp_path / "out" / "engine.json").read_text())
     assert record["built"] == "device" and record["strongly_typed"] is True
     assert "build_engine.sh" in record["reason"]
@@ -409,12 +415,12 @@ def test_device_mode_does_not_probe_the_host(tmp_path, fp32_onnx, monkeypatch):
 def test_wrong_gpu_architecture(tmp_path, fp32_onnx, monkeypatch):
     monkeypatch.setattr(te, "host_tensorrt_status", lambda import_tensorrt=False: dict(BUILD_HOST))
     with pytest.raises(ProfileError) as err:
-        te.engine_stage(**stage_args(tmp_path, fp32_onnx, build="host"))
+        engine_stage(**stage_args(tmp_path, fp32_onnx, build="host"))
     assert str(err.value) == (
         "targets/jetson.toml: engine.build = 'host': the build host's GPU NVIDIA L4 has compute capability 8.9 but "
         "device.compute_capability = '8.7', and an engine only runs on the GPU architecture that built it; "
         "use engine.build = 'device' to build on the device")
-    te.engine_stage(**stage_args(tmp_path, fp32_onnx, build="auto"))
+    engine_stage(**stage_args(tmp_path, fp32_onnx, build="auto"))
     record = json.loads((tmp_path / "out" / "engine.json").read_text())
     assert record["built"] == "device" and "compute capability 8.9" in record["reason"]
 
@@ -431,7 +437,7 @@ def test_host_build_is_recorded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(te, "build_engine", fake_build)
     cache = tmp_path / "timing.cache"
-    te.engine_stage(**stage_args(tmp_path, qdq_onnx(tmp_path / "qdq.onnx"), precision="int8", compute_capability="8.9",
+    engine_stage(**stage_args(tmp_path, qdq_onnx(tmp_path / "qdq.onnx"), precision="int8", compute_capability="8.9",
                                  timing_cache_path=str(cache)))
     record = json.loads((tmp_path / "out" / "engine.json").read_text())
     assert record["built"] == "host" and record["engine"] == "engine.engine"
@@ -443,12 +449,12 @@ def test_host_build_is_recorded(tmp_path, monkeypatch):
 
 def test_int8_needs_a_qdq_onnx(tmp_path, fp32_onnx):
     with pytest.raises(StageError, match="precision 'int8' needs a QDQ ONNX"):
-        te.engine_stage(**stage_args(tmp_path, fp32_onnx, precision="int8", build="device"))
+        engine_stage(**stage_args(tmp_path, fp32_onnx, precision="int8", build="device"))
 
 
 def test_strongly_typed_must_match_the_onnx(tmp_path, fp32_onnx):
     with pytest.raises(StageError, match="strongly_typed = True"):
-        te.engine_stage(**stage_args(tmp_path, fp32_onnx, build="device", strongly_typed=True))
+        engine_stage(**stage_args(tmp_path, fp32_onnx, build="device", strongly_typed=True))
 
 
 def test_onnx_precision_detection(tmp_path, fp32_onnx):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check that every TensorRT / pycuda name a Python file uses exists in the real packages.
 
-    python tools/api_check.py recipes/formats/tensorrt_engine.py path/to/run_engine.py
+    python tools/api_check.py recipes/formats/tensorrt_engine.py runtime/tensorrt_runner.py
 
 The names come from tests/fixtures/api/*.txt (see tools/extract_api_names.py):
 every class, enum value, method with its parameter names, and property with

@@ -10,14 +10,19 @@ The result only runs on ONNX Runtime, so profiles ask for it per artifact
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recipes.errors import StageError
-from recipes.fsutil import atomic_path, write_json
 from recipes.formats.model_io import VERIFY_SHAPES, verification_inputs
+from recipes.fsutil import atomic_path, write_json
+from recipes.wiring.stage import Stage
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Graph
 
 # Constants larger than the optimizer's default folding limits are the
 # weights themselves (packed Q/K/V): fold them so quantizers see initializers.
@@ -162,6 +167,30 @@ def fuse(src: Path, dst: Path, report: Path, input_names: tuple[str, ...], vocab
     return info
 
 
-def fuse_stage(src: str, dst: str, report: str, input_names: list[str], vocab_size: int, atol: float,
-               max_sequence: int) -> None:
-    fuse(Path(src), Path(dst), Path(report), tuple(input_names), vocab_size, atol, max_sequence)
+@dataclass(frozen=True)
+class FuseArgs:
+    src: Path
+    dst: Path
+    report: Path
+    input_names: tuple[str, ...]
+    vocab_size: int
+    atol: float           # stages.export.atol: the fused graph must match the exported one
+    max_sequence: int
+
+
+def build(args: FuseArgs) -> dict[str, Any]:
+    return fuse(args.src, args.dst, args.report, args.input_names, args.vocab_size, args.atol, args.max_sequence)
+
+
+STAGE = Stage("fuse", FuseArgs, build, modules=("formats.fuse_onnx", "formats.model_io"),
+              packages=("onnx", "onnxscript", "onnx-ir", "onnxruntime"))
+
+
+def declare(g: "Graph", fp32: Path, atol: float) -> Path:
+    identity = {"src": fp32, "input_names": g.input_names, "vocab_size": g.vocab_size, "atol": atol,
+                "max_sequence": g.max_positions}
+    out = g.stage_dir("onnx-fp32-fused", identity)
+    args = FuseArgs(src=fp32, dst=out / "model.onnx", report=out / "fuse.json", input_names=g.input_names,
+                    vocab_size=g.vocab_size, atol=atol, max_sequence=g.max_positions)
+    g.stage(STAGE, [args.dst, args.report], [fp32], args)
+    return args.dst

@@ -8,15 +8,48 @@ and a mismatch above the tolerance fails the stage.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from recipes.errors import StageError
-from recipes.fsutil import atomic_path, write_json
 from recipes.formats.model_io import VERIFY_SHAPES, verification_inputs
-from recipes.wiring.profile import ExportParams
+from recipes.fsutil import atomic_path, write_json
+from recipes.params import MAX_BATCH, MAX_SEQUENCE, bounded
+from recipes.wiring.stage import Stage
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Graph, Model
+
+# Export bounds wide enough for every profile, so all targets share one ONNX.
+EXPORT_MAX_BATCH = 1024
+# The opsets the torch.export-based exporter emits and ONNX Runtime 1.2x runs;
+# the exporter itself needs 18 or newer.
+OPSETS = (18, 23)
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    opset: int = bounded(18, min=OPSETS[0], max=OPSETS[1])
+    # Max |logit difference| allowed between ONNX Runtime and PyTorch; also
+    # the tolerance of every converter verified against the export (fusion, .ptl, .pte).
+    atol: float = bounded(1e-4, min=0.0, min_exclusive=True, max=1.0)
+    # "eager" exports attention as plain MatMul/Softmax, which ONNX Runtime
+    # quantizes and runs faster on CPU than the decomposed SDPA graph.
+    attention: Literal["eager", "sdpa"] = "eager"
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    model_dir: Path
+    dst: Path
+    report: Path
+    params: ExportParams
+    input_names: tuple[str, ...]
+    max_batch: int
+    max_sequence: int
 
 def export_onnx(model_dir: Path, dst: Path, report_path: Path, params: ExportParams,
                 input_names: tuple[str, ...], max_batch: int, max_sequence: int) -> dict[str, Any]:
@@ -79,7 +112,21 @@ def verify(onnx_path: Path, reference, input_names: tuple[str, ...], vocab: int,
     return checks
 
 
-def export_stage(model_dir: str, dst: str, report: str, params: dict, input_names: list[str], max_batch: int, max_sequence: int) -> None:
-    from recipes.wiring.schema import from_plain
+def build(args: ExportArgs) -> dict[str, Any]:
+    return export_onnx(args.model_dir, args.dst, args.report, args.params, args.input_names, args.max_batch, args.max_sequence)
 
-    export_onnx(Path(model_dir), Path(dst), Path(report), from_plain(ExportParams, params), tuple(input_names), max_batch, max_sequence)
+
+STAGE = Stage("export", ExportArgs, build,
+              modules=("formats.onnx_export", "formats.model_io", "models.hf", "models.slim", "models.archs", "params"),
+              packages=("torch", "transformers", "onnx", "onnxscript", "onnxruntime"))
+
+
+def declare(g: "Graph", model: "Model", params: ExportParams) -> Path:
+    """The verified fp32 ONNX of `model`, with batch and sequence axes as wide as any profile needs."""
+    identity = {"model_dir": model.dir, "params": params, "input_names": g.input_names, "max_batch": EXPORT_MAX_BATCH,
+                "max_sequence": g.max_positions}
+    out = g.stage_dir("onnx-fp32", identity)
+    args = ExportArgs(model_dir=model.dir, dst=out / "model.onnx", report=out / "export.json", params=params,
+                      input_names=g.input_names, max_batch=EXPORT_MAX_BATCH, max_sequence=g.max_positions)
+    g.stage(STAGE, [args.dst, args.report], model.weights, args)
+    return args.dst

@@ -27,19 +27,36 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from recipes.inputs.checkpoint import TOKENIZER_FILES
 from recipes.errors import StageError
 from recipes.fsutil import atomic_dir, dir_manifest, write_json
-from recipes.wiring.profile import Nf4
+from recipes.inputs.checkpoint import TOKENIZER_FILES
+from recipes.params import MAX_SAMPLES, MAX_THREADS, bounded
+from recipes.wiring.stage import Stage
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Graph, Model
 
 BLOCKSIZE = 64       # bitsandbytes' 4-bit block size (transformers does not expose it)
 OUT_ALIGN = 32       # rows per block of bitsandbytes' CPU 4-bit weight packing
 COMPUTE_DTYPES = ("float16", "bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class Nf4:
+    method: Literal["nf4"]
+    double_quant: bool = False
+    # The dtype bitsandbytes computes in on CUDA (recorded in the checkpoint's config).
+    compute_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    # Eval examples the saved checkpoint is verified on against the float model.
+    samples: int = bounded(64, min=1, max=MAX_SAMPLES)
+    # 0 = every core of the build host.
+    threads: int = bounded(0, min=0, max=MAX_THREADS)
 RELOAD_ATOL = 1e-5   # saved-and-reloaded vs in-memory model, same device and dtype
 VERIFY_BATCH = 16
 
@@ -198,14 +215,43 @@ def quantize_nf4(model_dir: Path, dst: Path, report_path: Path, params: Nf4, *, 
     return report
 
 
-def quantize_nf4_stage(model_dir: str, dst: str, report: str, params: dict, input_names: list[str],
-                       tokenizer_json: str, max_length: int, eval_jsonl: str, samples: int = 64,
-                       compute_dtype: str = "float16", threads: int = 0) -> None:
-    """SCons entry: every argument JSON-able. Verifies on the first `samples` eval examples."""
-    from recipes.inputs.data import load_split
-    from recipes.wiring.schema import from_plain
+@dataclass(frozen=True)
+class Nf4Args:
+    model_dir: Path
+    dst: Path
+    report: Path
+    params: Nf4
+    input_names: tuple[str, ...]
+    tokenizer_json: Path
+    max_length: int
+    eval_jsonl: Path
 
-    texts = [e.text for e in load_split(Path(eval_jsonl))[:samples]]
-    quantize_nf4(Path(model_dir), Path(dst), Path(report), from_plain(Nf4, params), input_names=tuple(input_names),
-                 tokenizer_json=Path(tokenizer_json), max_length=max_length, texts=texts,
-                 compute_dtype=compute_dtype, threads=threads)
+
+def build(args: Nf4Args) -> dict[str, Any]:
+    """Verifies on the first `params.samples` eval examples."""
+    from recipes.inputs.data import load_split
+
+    texts = [e.text for e in load_split(args.eval_jsonl)[: args.params.samples]]
+    return quantize_nf4(args.model_dir, args.dst, args.report, args.params, input_names=args.input_names,
+                        tokenizer_json=args.tokenizer_json, max_length=args.max_length, texts=texts,
+                        compute_dtype=args.params.compute_dtype, threads=args.params.threads)
+
+
+STAGE = Stage("quantize_nf4", Nf4Args, build,
+              modules=("formats.quantize_nf4", "measure.nf4_runner", "models.hf", "models.slim", "textenc", "inputs.data",
+                       "models.archs", "inputs.checkpoint", "params", "runtime.nf4", "runtime.tokenize"),
+              packages=("torch", "transformers", "bitsandbytes", "accelerate", "safetensors", "tokenizers"))
+
+
+def declare(g: "Graph", model: "Model", params: Nf4, data_dir: Path, max_length: int) -> tuple[Path, list[Path]]:
+    """The nf4 checkpoint directory of `model` and the files that make it up."""
+    identity = {"model_dir": model.dir, "params": params, "input_names": g.input_names, "tokenizer_json": model.tokenizer,
+                "max_length": max_length, "eval_jsonl": data_dir / "eval.jsonl"}
+    out = g.stage_dir("torch-nf4", identity)
+    args = Nf4Args(model_dir=model.dir, dst=out / "model", report=out / "quantize.json", params=params,
+                   input_names=g.input_names, tokenizer_json=model.tokenizer, max_length=max_length,
+                   eval_jsonl=data_dir / "eval.jsonl")
+    files = [out / "model" / "config.json", out / "model" / "model.safetensors"]
+    g.stage(STAGE, files + [out / "model" / "manifest.json", args.report],
+            model.weights + [model.tokenizer, data_dir / "eval.jsonl"], args)
+    return out / "model", files

@@ -8,13 +8,53 @@ and the mapping of profile knobs onto their arguments.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
+from recipes.formats.dynamic_int8 import DynamicInt8
+from recipes.fsutil import atomic_path, write_json
 from recipes.inputs.data import load_split
-from recipes.fsutil import atomic_path
-from recipes.wiring.profile import DynamicInt8, Fp16, StaticInt8, WeightOnlyInt4
+from recipes.params import MAX_SAMPLES, bounded
 from recipes.textenc import Encoder
+from recipes.wiring.stage import Stage, tagged
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Graph
+
+@dataclass(frozen=True)
+class StaticInt8:
+    method: Literal["static"]
+    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    calibration_samples: int = bounded(128, min=1, max=MAX_SAMPLES)
+    # Calibration examples per batch; the histogram calibrators need equal batches.
+    calibration_batch: int = bounded(8, min=1, max=4096)
+    per_channel: bool = True
+    op_types: tuple[str, ...] = ("MatMul",)
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    # The embedding tables are weight-only int8 in the QDQ model too.
+    quantize_embeddings: bool = True
+
+
+@dataclass(frozen=True)
+class WeightOnlyInt4:
+    method: Literal["weight_only"]
+    # MatMulNBits packs blocks of a power of two, at least 16 weights.
+    block_size: int = bounded(32, min=16, max=256)
+    symmetric: bool = True
+    # ONNX Runtime's accuracy levels: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute.
+    accuracy_level: int = bounded(4, min=0, max=4)
+    quantize_embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class Fp16:
+    method: Literal["fp16"]
+    keep_io_types: bool = True
+
+
+OnnxQuantSpec = DynamicInt8 | StaticInt8 | WeightOnlyInt4 | Fp16
+ONNX_QUANTIZERS = tagged(DynamicInt8, StaticInt8, WeightOnlyInt4, Fp16)
 
 
 def _preprocess(src: Path, dst: Path) -> None:
@@ -50,7 +90,7 @@ class _TrainSplitReader:
     activations across batches and need identical shapes.
     """
 
-    def __init__(self, texts: list[str], encoder: Encoder, input_names: tuple[str, ...], length: int, batch_size: int = 8):
+    def __init__(self, texts: list[str], encoder: Encoder, input_names: tuple[str, ...], length: int, batch_size: int):
         # Equal batches too: the histogram calibrators also stack along the
         # batch axis, so a short last batch is dropped (when there are others).
         if len(texts) > batch_size:
@@ -79,7 +119,7 @@ def quantize_static(src: Path, dst: Path, train_jsonl: Path, tokenizer_json: Pat
     # Spread the calibration sample across the (id-sorted) split deterministically.
     step = max(1, len(examples) // params.calibration_samples)
     texts = [e.text for e in examples[::step]][: params.calibration_samples]
-    reader = _TrainSplitReader(texts, Encoder(tokenizer_json, length), input_names, length)
+    reader = _TrainSplitReader(texts, Encoder(tokenizer_json, length), input_names, length, params.calibration_batch)
     op_types = list(params.op_types) + (["Gather"] if params.quantize_embeddings and "Gather" not in params.op_types else [])
     act = QuantType.QUInt8 if params.activation_type == "uint8" else QuantType.QInt8
     with tempfile.TemporaryDirectory() as work, atomic_path(dst) as tmp:
@@ -135,21 +175,52 @@ def convert_fp16(src: Path, dst: Path, params: Fp16) -> dict[str, Any]:
     return {"method": "fp16", "keep_io_types": params.keep_io_types}
 
 
-def quantize_stage(src: str, dst: str, report: str, params: dict, train_jsonl: str | None, tokenizer_json: str | None,
-                   input_names: list[str], length: int | None) -> None:
-    from recipes.fsutil import write_json
-    from recipes.wiring.profile import QUANTIZERS
-    from recipes.wiring.schema import from_plain
+@dataclass(frozen=True)
+class QuantizeArgs:
+    src: Path
+    dst: Path
+    report: Path
+    params: OnnxQuantSpec = field(metadata=ONNX_QUANTIZERS)
+    input_names: tuple[str, ...] = ()
+    # Static calibration only: the train split, the tokenizer and the padded length.
+    train_jsonl: Path | None = None
+    tokenizer_json: Path | None = None
+    length: int | None = None
 
-    spec = from_plain(QUANTIZERS[params["method"]], params)
-    if isinstance(spec, DynamicInt8):
-        info = quantize_dynamic(Path(src), Path(dst), spec)
-    elif isinstance(spec, StaticInt8):
-        info = quantize_static(Path(src), Path(dst), Path(train_jsonl), Path(tokenizer_json), spec, tuple(input_names), length)
-    elif isinstance(spec, WeightOnlyInt4):
-        info = quantize_int4(Path(src), Path(dst), spec)
-    elif isinstance(spec, Fp16):
-        info = convert_fp16(Path(src), Path(dst), spec)
-    else:
-        raise ValueError(f"quantize stage got method {params['method']!r}; ONNX quantization is dynamic, static, weight_only or fp16")
-    write_json(Path(report), info)
+
+def _static(args: QuantizeArgs) -> dict[str, Any]:
+    return quantize_static(args.src, args.dst, args.train_jsonl, args.tokenizer_json, args.params, args.input_names, args.length)
+
+
+METHODS: dict[type, Callable[[QuantizeArgs], dict[str, Any]]] = {
+    DynamicInt8: lambda a: quantize_dynamic(a.src, a.dst, a.params),
+    StaticInt8: _static,
+    WeightOnlyInt4: lambda a: quantize_int4(a.src, a.dst, a.params),
+    Fp16: lambda a: convert_fp16(a.src, a.dst, a.params),
+}
+
+
+def build(args: QuantizeArgs) -> dict[str, Any]:
+    info = METHODS[type(args.params)](args)
+    write_json(args.report, info)
+    return info
+
+
+STAGE = Stage("quantize", QuantizeArgs, build, modules=("formats.quantize_onnx", "formats.dynamic_int8", "textenc", "inputs.data", "params", "runtime.tokenize"),
+              packages=("onnx", "onnxruntime"))
+
+
+def declare(g: "Graph", src: Path, params: OnnxQuantSpec, precision: str, data_dir: Path, tokenizer_json: Path,
+            length: int) -> Path:
+    """`src` quantized or converted by `params`. Only static calibration reads data: a dynamic
+    model must not depend on the profile's shapes, or targets could not share it."""
+    static = isinstance(params, StaticInt8)
+    calibration = {"train_jsonl": data_dir / "train.jsonl", "tokenizer_json": tokenizer_json, "length": length} if static else {}
+    sources = [src] + ([data_dir / "train.jsonl", tokenizer_json] if static else [])
+    identity = {"src": src, "params": params, "input_names": g.input_names, "train_jsonl": None, "tokenizer_json": None,
+                "length": None, **calibration}
+    out = g.stage_dir(f"onnx-{precision}-{params.method}", identity)
+    args = QuantizeArgs(src=src, dst=out / "model.onnx", report=out / "quantize.json", params=params,
+                        input_names=g.input_names, **calibration)
+    g.stage(STAGE, [args.dst, args.report], sources, args)
+    return args.dst

@@ -26,15 +26,20 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recipes.errors import ConfigError, StageError
-from recipes.fsutil import atomic_path, write_json
+from recipes.formats.dynamic_int8 import DynamicInt8
 from recipes.formats.model_io import VERIFY_SHAPES, verification_inputs
-from recipes.wiring.profile import DynamicInt8
+from recipes.fsutil import atomic_path, write_json
+from recipes.wiring.stage import Stage
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Built, Graph, Model
 
 # ONNX op names in DynamicInt8.op_types mapped onto the PyTorch modules they
 # stand for, so one quantize table means the same thing in both formats.
@@ -234,7 +239,32 @@ def torch_int8(model_dir: Path, dst: Path, report_path: Path, spec: DynamicInt8,
     return report
 
 
-def torch_int8_stage(model_dir: str, dst: str, report: str, params: dict, input_names: list[str], max_sequence: int) -> None:
-    from recipes.wiring.schema import from_plain
+@dataclass(frozen=True)
+class TorchInt8Args:
+    model_dir: Path
+    dst: Path
+    report: Path
+    params: DynamicInt8
+    input_names: tuple[str, ...]
+    max_sequence: int
 
-    torch_int8(Path(model_dir), Path(dst), Path(report), from_plain(DynamicInt8, params), tuple(input_names), max_sequence)
+
+def build(args: TorchInt8Args) -> dict[str, Any]:
+    return torch_int8(args.model_dir, args.dst, args.report, args.params, args.input_names, args.max_sequence)
+
+
+STAGE = Stage("torch_int8", TorchInt8Args, build,
+              modules=("formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf", "models.slim",
+                       "models.archs", "formats.model_io"),
+              packages=("torch", "transformers"))
+
+
+def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
+    """A dynamic-int8 TorchScript file of `model`, for PyTorch serving on the host."""
+    max_sequence = g.profile.shapes.sequence.max
+    identity = {"model_dir": model.dir, "params": spec.quantize, "input_names": g.input_names, "max_sequence": max_sequence}
+    out = g.stage_dir(f"torch-{spec.precision}", identity)
+    args = TorchInt8Args(model_dir=model.dir, dst=out / "model.pt", report=out / "torch_int8.json", params=spec.quantize,
+                         input_names=g.input_names, max_sequence=max_sequence)
+    g.stage(STAGE, [args.dst, args.report], model.weights + [model.tokenizer], args)
+    return g.file_artifact(spec, model, args.dst, args.report, "pt", "torchscript", "")

@@ -24,17 +24,32 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from recipes.errors import ProfileError, StageError
 from recipes.fsutil import atomic_path, sha256_file, write_json
+from recipes.params import bounded
+from recipes.wiring.stage import Format, Stage
 
 if TYPE_CHECKING:  # annotations only; the real import happens inside build_engine
     import tensorrt as trt
 
+    from recipes.wiring.graph import Built, Graph, Model
+
 BUILD_MODES = ("host", "device", "auto")
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    # host: build the TensorRT engine here (error if impossible); device: ship a
+    # build script; auto: host when TensorRT and a matching GPU are present.
+    build: Literal["host", "device", "auto"] = "auto"
+    # Builder workspace (MemoryPoolType.WORKSPACE), MiB.
+    workspace_mb: int = bounded(1024, min=1, max=1 << 20)
+    timing_cache: bool = True
 PRECISIONS = ("fp16", "int8")
 # TensorRT wheels name the CUDA major they are built for; JetPack's deb does not.
 _TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings")
@@ -383,14 +398,29 @@ def build_engine(onnx_path: Path | str, dst_engine: Path | str, *, input_names: 
 
 # -- the stage -----------------------------------------------------------------------
 
-def engine_stage(onnx: str, engine: str, record: str, *, name: str, precision: str, input_names: list[str],
-                 shapes: dict, build: str = "auto", workspace_mb: int = 1024, timing_cache_path: Optional[str] = None,
-                 compute_capability: str = "", profile: str = "", strongly_typed: Optional[bool] = None) -> None:
-    """Build `engine` from `onnx` here, or defer it to the device; always write `record` (engine.json).
+@dataclass(frozen=True)
+class EngineArgs:
+    onnx: Path
+    engine: Path
+    record: Path
+    name: str
+    precision: str
+    input_names: tuple[str, ...]
+    shapes: dict                     # {"batch": {"min", "opt", "max"}, "sequence": {...}}
+    build: Literal["host", "device", "auto"] = "auto"
+    workspace_mb: int = 1024
+    timing_cache_path: Optional[Path] = None
+    compute_capability: str = ""
+    profile: str = ""                # the profile file, for messages ("targets/jetson.toml")
+    strongly_typed: Optional[bool] = None   # None reads it off the ONNX (QDQ nodes or fp16 tensors)
 
-    profile: the profile file, for messages ("targets/jetson.toml"). strongly_typed:
-    None reads it off the ONNX (QDQ nodes or fp16 tensors).
-    """
+
+def build(args: EngineArgs) -> dict[str, Any]:
+    """Build `engine` from `onnx` here, or defer it to the device; always write `record` (engine.json)."""
+    onnx, engine, record, name, precision = args.onnx, args.engine, args.record, args.name, args.precision
+    input_names, shapes, build, workspace_mb = args.input_names, args.shapes, args.build, args.workspace_mb
+    timing_cache_path, compute_capability, profile = args.timing_cache_path, args.compute_capability, args.profile
+    strongly_typed = args.strongly_typed
     where = f"{profile}: " if profile else ""
     onnx_path = Path(onnx)
     info = onnx_precision(onnx_path)
@@ -417,8 +447,56 @@ def engine_stage(onnx: str, engine: str, record: str, *, name: str, precision: s
     if decision == "host":
         facts = build_engine(onnx_path, Path(engine), input_names=list(input_names), shapes=shapes,
                              precision=precision, workspace_mb=workspace_mb,
-                             timing_cache_path=timing_cache_path, strongly_typed=typed, name=name)
+                             timing_cache_path=str(timing_cache_path) if timing_cache_path else None,
+                             strongly_typed=typed, name=name)
         entry.update(facts)
         entry["engine"] = Path(engine).name
         entry.update({k: status.get(k) for k in ("cuda_version", "gpu_name", "compute_capability")})
     write_json(Path(record), entry)
+    return entry
+
+
+STAGE = Stage("engine", EngineArgs, build, modules=("formats.tensorrt_engine", "params"), packages=("onnx",))
+
+
+def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
+    """A TensorRT engine: its precision-explicit ONNX (fp16 or QDQ int8), and the
+    engine itself where this host can build it (engine.build), else a deferred record."""
+    p = g.profile
+    name = spec.name
+    onnx = g.onnx_for(spec, model)
+    status = {} if p.engine.build == "device" else host_tensorrt_status()
+    decision, reason = decide_build(p.engine.build, status, p.device.compute_capability, f"{p.source}: ")
+    shapes = {"batch": vars(p.shapes.batch), "sequence": vars(p.shapes.sequence)}
+    identity = {"onnx": onnx, "name": name, "precision": spec.precision, "input_names": g.input_names, "shapes": shapes,
+                "build": decision, "workspace_mb": p.engine.workspace_mb, "compute_capability": p.device.compute_capability,
+                "profile": None, "strongly_typed": True, "timing_cache_path": None}
+    out = g.stage_dir(f"engine-{spec.precision}", identity)
+    # The timing cache is outside the stage's outputs on purpose: it only speeds up later builds.
+    cache = g.build / "tensorrt" / f"{g.slug(p.device.name)}.timing-cache" if p.engine.timing_cache else None
+    args = EngineArgs(onnx=onnx, engine=out / "model.engine", record=out / "engine.json", name=name, precision=spec.precision,
+                      input_names=g.input_names, shapes=shapes, build=decision, workspace_mb=p.engine.workspace_mb,
+                      timing_cache_path=cache, compute_capability=p.device.compute_capability, profile=g.rel(Path(p.source)),
+                      strongly_typed=True)
+    targets = [args.record] + ([args.engine] if decision == "host" else [])
+    g.stage(STAGE, targets, [onnx], args, signature=engine_signature(status, decision))
+    # engine.json ships too: the device can read which host built the engine, or why it did not.
+    bundle = [(onnx, f"models/{name}.onnx"), (args.record, f"engines/{name}.json")]
+    # A host-built engine ships under its own name and is never overwritten: an engine the
+    # device builds (engines/NAME.engine, not in the manifest) must not break the bundle's
+    # verification, and the shipped one stays as the build host made it.
+    shipped = f"engines/{name}.host.engine" if decision == "host" else None
+    bundle += [(args.engine, shipped)] if shipped else []
+    engine = {"name": name, "onnx": f"models/{name}.onnx", "engine": f"engines/{name}.engine", "shipped": shipped,
+              "precision": spec.precision, "strongly_typed": True}
+    built_here = decision == "host"
+    note = ("TensorRT engine built on this host; accuracy measured on its ONNX with ONNX Runtime" if built_here else
+            f"engine not built on this host ({reason}); accuracy and latency are of its {spec.precision} ONNX on "
+            "ONNX Runtime CPU, not of the engine")
+    return g.built(spec, model, path=onnx, files=[onnx], runner="onnx", bundle=bundle, entry=f"models/{name}.onnx", onnx=onnx,
+                   manifest={"engine": f"engines/{name}.engine", "engine_shipped": shipped, "engine_build": decision,
+                             "engine_reason": reason, "engine_built_here": built_here, "record": f"engines/{name}.json"},
+                   note=note, engine=engine, details=args.record)
+
+
+FORMAT = Format("tensorrt", "tensorrt", {"fp16": ("fp16",), "int8": ("static",)}, declare_artifact)

@@ -11,10 +11,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from recipes.errors import DataError
 from recipes.fsutil import atomic_dir
+from recipes.params import bounded
+from recipes.wiring.stage import Stage
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Graph
 
 FORMATS = (".csv", ".tsv", ".jsonl", ".parquet")
 TEXT_COLUMNS = ("text", "sentence", "content", "review")
@@ -24,7 +29,7 @@ TEXT_COLUMNS = ("text", "sentence", "content", "review")
 class DataParams:
     text_column: str = ""   # "" = first of TEXT_COLUMNS present
     label_column: str = "label"
-    eval_fraction: float = 0.2
+    eval_fraction: float = bounded(0.2, min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
     # Labels in model order when the checkpoint already has a trained head.
     model_labels: tuple[str, ...] = ()
 
@@ -188,7 +193,24 @@ def load_labels(data_json: Path) -> list[str]:
     return json.loads(Path(data_json).read_text(encoding="utf-8"))["labels"]
 
 
-def prepare_stage(src: str, eval_src: str | None, dst: str, params: dict) -> None:
-    from recipes.wiring.schema import from_plain
+@dataclass(frozen=True)
+class DataArgs:
+    src: Path
+    eval_src: Path | None
+    dst: Path
+    params: DataParams
 
-    prepare(Path(src), Path(eval_src) if eval_src else None, Path(dst), from_plain(DataParams, params))
+
+def build(args: DataArgs) -> dict[str, Any]:
+    return prepare(args.src, args.eval_src, args.dst, args.params)
+
+
+STAGE = Stage("data", DataArgs, build, modules=("inputs.data", "params"))
+
+
+def declare(g: "Graph", src: Path, eval_src: Path | None, params: DataParams) -> Path:
+    """The canonical splits (train.jsonl, eval.jsonl, data.json) of the user's data."""
+    out = g.stage_dir("data", {"src": src, "eval_src": eval_src, "params": params})
+    args = DataArgs(src=src, eval_src=eval_src, dst=out, params=params)
+    g.stage(STAGE, [out / "train.jsonl", out / "eval.jsonl", out / "data.json"], [src] + ([eval_src] if eval_src else []), args)
+    return out

@@ -6,16 +6,23 @@ measured separately, side by side for all artifacts of a target.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recipes.inputs.data import load_labels, load_split
 from recipes.fsutil import atomic_path, write_json
+from recipes.inputs.data import load_labels, load_split
 from recipes.measure.runners import open_runner
 from recipes.textenc import Encoder
+from recipes.wiring.stage import Stage
 
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Graph, Model
+
+# Examples per runner call. In the spec (and so the signature): padding to each
+# batch's longest text may move float sums in the last bit.
 EVAL_BATCH = 32
 
 
@@ -37,14 +44,15 @@ def artifact_size(path: Path) -> int:
 
 
 def evaluate(fmt: str, artifact: Path, size_paths: list[Path], data_dir: Path, tokenizer_json: Path, max_length: int,
-             input_names: tuple[str, ...], dst_metrics: Path, dst_logits: Path, teacher_logits: Path | None = None) -> dict[str, Any]:
+             input_names: tuple[str, ...], dst_metrics: Path, dst_logits: Path, teacher_logits: Path | None = None,
+             batch_size: int = EVAL_BATCH) -> dict[str, Any]:
     labels = load_labels(data_dir / "data.json")
     examples = load_split(data_dir / "eval.jsonl")
     encoder = Encoder(tokenizer_json, max_length)
     runner = open_runner(fmt, artifact, input_names, threads=0)
     chunks = []
-    for start in range(0, len(examples), EVAL_BATCH):
-        batch = examples[start:start + EVAL_BATCH]
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start:start + batch_size]
         chunks.append(runner(encoder.encode([e.text for e in batch], input_names)))
     logits = np.concatenate(chunks).astype(np.float32)
     gold = np.array([labels.index(e.label) for e in examples])
@@ -66,7 +74,44 @@ def evaluate(fmt: str, artifact: Path, size_paths: list[Path], data_dir: Path, t
     return metrics
 
 
-def evaluate_stage(fmt: str, artifact: str, size_paths: list[str], data_dir: str, tokenizer_json: str, max_length: int,
-                   input_names: list[str], metrics: str, logits: str, teacher_logits: str | None) -> None:
-    evaluate(fmt, Path(artifact), [Path(p) for p in size_paths], Path(data_dir), Path(tokenizer_json), max_length,
-             tuple(input_names), Path(metrics), Path(logits), Path(teacher_logits) if teacher_logits else None)
+@dataclass(frozen=True)
+class EvaluateArgs:
+    fmt: str                     # recipes.measure.runners key
+    artifact: Path
+    size_paths: tuple[Path, ...]
+    data_dir: Path
+    tokenizer_json: Path
+    max_length: int
+    input_names: tuple[str, ...]
+    metrics: Path
+    logits: Path
+    teacher_logits: Path | None
+    batch_size: int
+
+
+def build(args: EvaluateArgs) -> dict[str, Any]:
+    return evaluate(args.fmt, args.artifact, list(args.size_paths), args.data_dir, args.tokenizer_json, args.max_length,
+                    args.input_names, args.metrics, args.logits, args.teacher_logits, args.batch_size)
+
+
+STAGE = Stage("evaluate", EvaluateArgs, build,
+              modules=("measure.evaluate", "measure.runners", "measure.nf4_runner", "measure.mobile_runners", "textenc",
+                       "inputs.data", "models.hf", "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize"),
+              packages=("torch", "transformers", "onnxruntime", "tokenizers", "bitsandbytes", "executorch"))
+
+
+def declare(g: "Graph", fmt: str, artifact: Path, artifact_files: list[Path], teacher: "Model", max_length: int,
+            teacher_logits: Path | None) -> Path:
+    """Accuracy (and agreement with `teacher_logits`) of one artifact; the output directory."""
+    size_paths = [f for f in artifact_files if f.name in ("model.safetensors", "model.onnx")] or artifact_files
+    identity = {"fmt": fmt, "artifact": artifact, "size_paths": size_paths, "data_dir": g.data_dir,
+                "tokenizer_json": teacher.tokenizer, "max_length": max_length, "input_names": g.input_names,
+                "teacher_logits": teacher_logits}
+    out = g.stage_dir("eval", identity)
+    args = EvaluateArgs(fmt=fmt, artifact=artifact, size_paths=tuple(size_paths), data_dir=g.data_dir,
+                        tokenizer_json=teacher.tokenizer, max_length=max_length, input_names=g.input_names,
+                        metrics=out / "metrics.json", logits=out / "logits.npy", teacher_logits=teacher_logits,
+                        batch_size=EVAL_BATCH)
+    sources = list(artifact_files) + [g.data_dir / "eval.jsonl", g.data_dir / "data.json", teacher.tokenizer]
+    g.stage(STAGE, [args.metrics, args.logits], sources + ([teacher_logits] if teacher_logits else []), args)
+    return out

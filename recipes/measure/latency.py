@@ -12,17 +12,41 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recipes.inputs.data import load_split
 from recipes.fsutil import write_json
-from recipes.wiring.profile import EvaluateParams
+from recipes.inputs.data import load_split
 from recipes.measure.runners import open_runner
+from recipes.params import MAX_BATCH, MAX_SEQUENCE, MAX_THREADS, bounded
 from recipes.textenc import Encoder
+from recipes.wiring.stage import Stage
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Graph
 
 ROUNDS = 3
 SETTLE_S = 0.05
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The profile's [evaluate] table: how latency is measured (timings never enter an artifact)."""
+    batch_sizes: tuple[int, ...] = bounded((1, 32), min=1, max=MAX_BATCH)
+    sequence_length: int = bounded(128, min=1, max=MAX_SEQUENCE)
+    warmup: int = bounded(3, min=0, max=10_000)
+    repeats: int = bounded(15, min=1, max=100_000)
+    # 0 = every core of the build host; the teacher gets the same count.
+    threads: int = bounded(0, min=0, max=MAX_THREADS)
+
+
+@dataclass(frozen=True)
+class TimedArtifact:
+    name: str
+    format: str                  # recipes.measure.runners key
+    path: Path
+    input_names: tuple[str, ...]
 
 
 def full_length_texts(texts: list[str], batch: int) -> list[str]:
@@ -76,7 +100,30 @@ def measure(artifacts: list[dict[str, Any]], data_dir: Path, tokenizer_json: Pat
     return out
 
 
-def latency_stage(artifacts: list[dict], data_dir: str, tokenizer_json: str, params: dict, dst: str) -> None:
-    from recipes.wiring.schema import from_plain
+@dataclass(frozen=True)
+class LatencyArgs:
+    artifacts: tuple[TimedArtifact, ...]
+    data_dir: Path
+    tokenizer_json: Path
+    params: EvaluateParams
+    dst: Path
 
-    measure(artifacts, Path(data_dir), Path(tokenizer_json), from_plain(EvaluateParams, params), Path(dst))
+
+def build(args: LatencyArgs) -> dict[str, Any]:
+    artifacts = [{"name": a.name, "format": a.format, "path": str(a.path), "input_names": list(a.input_names)}
+                 for a in args.artifacts]
+    return measure(artifacts, args.data_dir, args.tokenizer_json, args.params, args.dst)
+
+
+STAGE = Stage("latency", LatencyArgs, build,
+              modules=("measure.latency", "measure.runners", "measure.nf4_runner", "measure.mobile_runners", "textenc",
+                       "inputs.data", "models.hf", "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize"),
+              lock="exclusive")
+
+
+def declare(g: "Graph", artifacts: list[TimedArtifact], files: list[Path], tokenizer_json: Path, params: EvaluateParams,
+            dst: Path) -> Path:
+    """Every artifact of a target timed side by side, in interleaved rounds, into `dst`."""
+    args = LatencyArgs(artifacts=tuple(artifacts), data_dir=g.data_dir, tokenizer_json=tokenizer_json, params=params, dst=dst)
+    g.stage(STAGE, [dst], files + [g.data_dir / "eval.jsonl", tokenizer_json], args)
+    return dst

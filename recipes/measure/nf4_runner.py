@@ -1,99 +1,60 @@
-"""Load and run a bitsandbytes nf4 checkpoint (the gpu_server target's PyTorch artifact).
+"""The build host's view of the nf4 checkpoint: runtime/nf4.py's loader, as a Runner.
 
-One loader for the build (quantize_nf4's verification, evaluation, latency)
-so every number is measured on the model exactly as it is served:
-
-- CUDA when present (device_map {"": 0}), with the compute dtype stored in the
-  checkpoint (float16 for a GPU server);
-- the CPU otherwise, with float32 compute: bitsandbytes' CPU kernels are made
-  for float32/bfloat16 activations, and the build host must be able to check
-  an artifact it cannot serve on a GPU.
+quantize_nf4's verification, evaluation and latency load the checkpoint with
+the very code a gpu_server bundle serves it with (runtime.nf4), so every
+number is measured on the model exactly as it is served. This module only
+adapts it to the build: StageError instead of the runtime's BundleError,
+transformers' logging quieted, threads set, and the Runner protocol.
 
 Importable without torch; torch, transformers, bitsandbytes and accelerate are
 imported when a model is loaded.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from recipes.errors import StageError
+from runtime import nf4
+from runtime.errors import BundleError
 
 Feeds = dict[str, np.ndarray]
-DEVICES = ("auto", "cuda", "cpu")
+DEVICES = nf4.DEVICES
+# Pure functions of a loaded model: nothing to adapt.
+linear_layers = nf4.linear_layers
+set_compute_dtype = nf4.set_compute_dtype
+
+
+@contextmanager
+def _stage_errors() -> Iterator[None]:
+    try:
+        yield
+    except BundleError as exc:
+        raise StageError(str(exc)) from None
 
 
 def require_packages() -> None:
     """One line naming the missing package, instead of transformers' long ImportError."""
-    import importlib.util
-
-    for name, why in (("bitsandbytes", "it holds the nf4 kernels"),
-                      ("accelerate", "transformers needs it to load bitsandbytes 4-bit models")):
-        if importlib.util.find_spec(name) is None:
-            raise StageError(f"nf4: the '{name}' package is not installed ({why}); install it with: pip install {name}")
+    with _stage_errors():
+        nf4.require_packages()
 
 
 def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device not in DEVICES:
-        raise StageError(f"nf4: device {device!r} is not one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise StageError("nf4: device 'cuda' was asked for but torch sees no CUDA GPU; use device 'auto' or 'cpu'")
-    return device
-
-
-def set_compute_dtype(model: Any, dtype: Any) -> int:
-    """Make every bitsandbytes 4-bit layer compute in `dtype`; returns how many layers."""
-    import bitsandbytes as bnb
-
-    count = 0
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.compute_dtype = dtype
-            module.compute_type_is_set = True
-            count += 1
-    return count
-
-
-def linear_layers(model: Any) -> dict[str, str]:
-    """Every Linear layer's name -> "nf4" (bitsandbytes 4-bit) or "full" (left unquantized)."""
-    import bitsandbytes as bnb
-    import torch
-
-    kinds = {}
-    for name, module in model.named_modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            kinds[name] = "nf4"
-        elif isinstance(module, torch.nn.Linear):
-            kinds[name] = "full"
-    return kinds
+    with _stage_errors():
+        return nf4.pick_device(device)
 
 
 def load_nf4(model_dir: Path, device: str = "auto") -> Any:
     """The saved nf4 classifier in eval mode on `device` ("auto": CUDA when present)."""
     require_packages()
-    import torch
-
     from recipes.models.hf import quiet_transformers
 
     quiet_transformers()
-    from transformers import AutoModelForSequenceClassification
-
-    device = pick_device(device)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir),
-        local_files_only=True,
-        use_safetensors=True,
-        device_map={"": 0} if device == "cuda" else "cpu",
-    ).eval()
-    if device == "cpu":
-        set_compute_dtype(model, torch.float32)
-    return model
+    with _stage_errors():
+        return nf4.load_nf4(Path(model_dir), device)
 
 
 class Nf4Runner:

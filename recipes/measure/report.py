@@ -8,11 +8,27 @@ has been written with the failure marked, so the numbers can be read.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from recipes.errors import GateError
 from recipes.fsutil import atomic_path, write_json
+from recipes.params import bounded
+from recipes.wiring.stage import Stage
+
+
+@dataclass(frozen=True)
+class Gates:
+    # Accuracy of the artifact divided by the teacher's accuracy.
+    min_accuracy_ratio: Optional[float] = bounded(None, min=0.0, max=10.0)
+    # Fraction of eval examples where the artifact predicts the teacher's label.
+    min_agreement: Optional[float] = bounded(None, min=0.0, max=1.0)
+    max_size_mb: Optional[float] = bounded(None, min=0.0, min_exclusive=True, max=1e7)
+    # Median latency at batch 1 and at the largest evaluation batch, where the
+    # artifact can run on the build host.
+    max_latency_ms: Optional[float] = bounded(None, min=0.0, min_exclusive=True, max=1e8)
+    max_batch_latency_ms: Optional[float] = bounded(None, min=0.0, min_exclusive=True, max=1e8)
 
 MB = 1_000_000
 
@@ -245,16 +261,38 @@ Speed-up: teacher latency (PyTorch) / artifact latency.</p>
 """
 
 
-def report_stage(target: str, profile_source: str, teacher: dict, artifacts: list[dict], latency: str,
-                 out_json: str, out_md: str, out_html: str, out_png: str, models: dict | None = None) -> None:
-    report = build_report(target, profile_source, teacher, artifacts, latency, models)
-    write_json(Path(out_json), report)
-    with atomic_path(Path(out_md)) as tmp:
+@dataclass(frozen=True)
+class ReportArgs:
+    target: str
+    profile_source: Path
+    # {"format", "metrics": Path, "model_dir": Path, "data_dir": Path}
+    teacher: dict
+    # One row per artifact: name, format, precision, runtime, model, lineage, path,
+    # note, details (Path or None), metrics (Path), gates (Gates as a table).
+    artifacts: tuple[dict, ...]
+    latency: Path
+    # model name -> the training/pruning record of the stage that made it
+    models: dict
+    out_json: Path
+    out_md: Path
+    out_html: Path
+    out_png: Path
+
+
+def build(args: ReportArgs) -> dict[str, Any]:
+    source = args.profile_source.as_posix()
+    report = build_report(args.target, source, args.teacher, list(args.artifacts), str(args.latency), args.models)
+    write_json(args.out_json, report)
+    with atomic_path(args.out_md) as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")
-    plot_png(report, Path(out_png))
-    with atomic_path(Path(out_html)) as tmp:
-        tmp.write_text(render_html(report, Path(out_png)), encoding="utf-8")
+    plot_png(report, args.out_png)
+    with atomic_path(args.out_html) as tmp:
+        tmp.write_text(render_html(report, args.out_png), encoding="utf-8")
     if report["gate_failures"]:
         first = report["gate_failures"][0]
         more = f" (and {len(report['gate_failures']) - 1} more)" if len(report["gate_failures"]) > 1 else ""
-        raise GateError(f"{profile_source}: quality gate failed: {first}{more}; see {out_md}")
+        raise GateError(f"{source}: quality gate failed: {first}{more}; see {args.out_md.as_posix()}")
+    return report
+
+
+STAGE = Stage("report", ReportArgs, build, modules=("measure.report", "params"), packages=("matplotlib",))

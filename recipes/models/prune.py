@@ -10,16 +10,70 @@ the compressed bundle, not dense-kernel latency, and the report says so.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from recipes.inputs.data import load_labels, load_split
 from recipes.models.model_dir import write_model_dir
-from recipes.wiring.profile import PRUNERS, FfnPrune, HeadPrune, MagnitudePrune
 from recipes.models.slim import get_module, head_size, keep_ffn, keep_heads, layers_of
+from recipes.params import MAX_SAMPLES, MAX_SEQUENCE, MAX_THREADS, SEED_MAX, bounded
 from recipes.textenc import Encoder
+from recipes.wiring.stage import ModelStep, Stage, tagged
 
-SCORE_BATCH = 16
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Graph, Model
+
+
+@dataclass(frozen=True)
+class MagnitudePrune:
+    method: Literal["magnitude"]
+    sparsity: float = bounded(0.5, min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
+    # global: one threshold over all encoder weights; layer: the same sparsity in each.
+    scope: Literal["global", "layer"] = "global"
+    seed: int = bounded(0, min=0, max=SEED_MAX)
+    threads: int = bounded(2, min=1, max=MAX_THREADS)
+
+
+@dataclass(frozen=True)
+class HeadPrune:
+    method: Literal["heads"]
+    # Fraction of all attention heads removed, least important first (at
+    # least one head stays in every layer).
+    fraction: float = bounded(0.25, min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
+    # Train examples used to score head importance, and how many per backward pass.
+    samples: int = bounded(256, min=1, max=MAX_SAMPLES)
+    batch_size: int = bounded(16, min=1, max=4096)
+    # Tokens per scoring example; when not given, stages.finetune.max_length (resolved at profile load).
+    max_length: Optional[int] = bounded(None, min=1, max=MAX_SEQUENCE)
+    seed: int = bounded(0, min=0, max=SEED_MAX)
+    threads: int = bounded(2, min=1, max=MAX_THREADS)
+
+
+@dataclass(frozen=True)
+class FfnPrune:
+    method: Literal["ffn"]
+    # Share of FFN neurons kept, the same in every layer, so the result is a
+    # plain checkpoint with a smaller intermediate_size.
+    keep_ratio: float = bounded(0.5, min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
+    samples: int = bounded(256, min=1, max=MAX_SAMPLES)
+    batch_size: int = bounded(16, min=1, max=4096)
+    max_length: Optional[int] = bounded(None, min=1, max=MAX_SEQUENCE)
+    seed: int = bounded(0, min=0, max=SEED_MAX)
+    threads: int = bounded(2, min=1, max=MAX_THREADS)
+
+
+PruneSpec = MagnitudePrune | HeadPrune | FfnPrune
+PRUNERS = tagged(MagnitudePrune, HeadPrune, FfnPrune)
+
+
+@dataclass(frozen=True)
+class PruneArgs:
+    base_dir: Path
+    data_dir: Path
+    dst: Path
+    params: PruneSpec = field(metadata=PRUNERS)
+    input_names: tuple[str, ...] = ()
 
 
 def encoder_linears(model: Any, arch) -> list[tuple[str, Any]]:
@@ -53,7 +107,8 @@ def magnitude_prune(model: Any, arch, params: MagnitudePrune) -> dict[str, Any]:
             "per_module_sparsity": per_layer}
 
 
-def taylor_scores(model: Any, arch, examples, encoder: Encoder, labels: list[str], input_names, kind: str):
+def taylor_scores(model: Any, arch, examples, encoder: Encoder, labels: list[str], input_names, kind: str,
+                  batch_size: int = 16):
     """Per layer, the importance of each head ("heads") or FFN neuron ("ffn").
 
     Both are read at the input of a projection: the attention output dense
@@ -77,8 +132,8 @@ def taylor_scores(model: Any, arch, examples, encoder: Encoder, labels: list[str
     scores = [0.0] * len(layers)
     model.eval()  # no dropout: scores must be deterministic
     try:
-        for start in range(0, len(examples), SCORE_BATCH):
-            batch = examples[start:start + SCORE_BATCH]
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start:start + batch_size]
             feeds = encoder.encode([e.text for e in batch], input_names)
             inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
             target = torch.tensor([label_ids[e.label] for e in batch])
@@ -100,7 +155,7 @@ def taylor_scores(model: Any, arch, examples, encoder: Encoder, labels: list[str
 
 def prune_heads(model, arch, params: HeadPrune, examples, encoder, labels, input_names) -> dict[str, Any]:
 
-    scores = taylor_scores(model, arch, examples, encoder, labels, input_names, "heads")
+    scores = taylor_scores(model, arch, examples, encoder, labels, input_names, "heads", params.batch_size)
     # Normalise per layer (Michel et al.) so layers compete on equal terms.
     normed = [s / s.norm().clamp(min=1e-12) for s in scores]
     flat = sorted(((float(s[h]), i, h) for i, s in enumerate(normed) for h in range(len(s))))
@@ -123,7 +178,7 @@ def prune_heads(model, arch, params: HeadPrune, examples, encoder, labels, input
 def prune_ffn(model, arch, params: FfnPrune, examples, encoder, labels, input_names) -> dict[str, Any]:
     import torch
 
-    scores = taylor_scores(model, arch, examples, encoder, labels, input_names, "ffn")
+    scores = taylor_scores(model, arch, examples, encoder, labels, input_names, "ffn", params.batch_size)
     width = len(scores[0])
     kept = max(1, int(round(width * params.keep_ratio)))
     keep = {i: sorted(torch.topk(s, kept).indices.tolist()) for i, s in enumerate(scores)}
@@ -131,37 +186,54 @@ def prune_ffn(model, arch, params: FfnPrune, examples, encoder, labels, input_na
     return {"intermediate_size_before": width, "intermediate_size_after": kept}
 
 
-def prune(base_dir: Path, data_dir: Path, dst: Path, params, input_names: tuple[str, ...], max_length: int,
-          threads: int) -> dict[str, Any]:
+def build(args: PruneArgs) -> dict[str, Any]:
     import torch
 
     from recipes.models.archs import arch_for
     from recipes.models.hf import load_classifier
 
-    torch.manual_seed(0)
+    params = args.params
+    torch.manual_seed(params.seed)
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(threads)
-    model = load_classifier(base_dir, attention="eager")
+    torch.set_num_threads(params.threads)
+    model = load_classifier(args.base_dir, attention="eager")
     arch = arch_for(model.config.model_type)
     before = sum(p.numel() for p in model.parameters())
     if isinstance(params, MagnitudePrune):
         info = magnitude_prune(model, arch, params)
     else:
-        labels = load_labels(data_dir / "data.json")
-        examples = load_split(data_dir / "train.jsonl")[: params.samples]
-        encoder = Encoder(base_dir / "tokenizer.json", max_length)
+        labels = load_labels(args.data_dir / "data.json")
+        examples = load_split(args.data_dir / "train.jsonl")[: params.samples]
+        encoder = Encoder(args.base_dir / "tokenizer.json", params.max_length)
         fn = prune_heads if isinstance(params, HeadPrune) else prune_ffn
-        info = fn(model, arch, params, examples, encoder, labels, input_names)
+        info = fn(model, arch, params, examples, encoder, labels, args.input_names)
     model.zero_grad(set_to_none=True)
     summary = {"method": params.method, **info, "parameters_before": before,
                "parameters_after": sum(p.numel() for p in model.parameters())}
-    write_model_dir(model, base_dir, dst, "pruning.json", summary)
+    write_model_dir(model, args.base_dir, args.dst, "pruning.json", summary)
     return summary
 
 
-def prune_stage(base_dir: str, data_dir: str, dst: str, params: dict, input_names: list[str], max_length: int,
-                threads: int) -> None:
-    from recipes.wiring.schema import from_plain
+STAGE = Stage("prune", PruneArgs, build,
+              modules=("models.prune", "models.model_dir", "inputs.checkpoint", "inputs.data", "models.slim",
+                       "models.archs", "models.hf", "textenc", "params", "runtime.tokenize"),
+              packages=("torch", "transformers", "tokenizers"))
 
-    spec = from_plain(PRUNERS[params["method"]], params)
-    prune(Path(base_dir), Path(data_dir), Path(dst), spec, tuple(input_names), max_length, threads)
+
+def declare(g: "Graph", base: "Model", data_dir: Path, params: PruneSpec) -> Path:
+    identity = {"base_dir": base.dir, "data_dir": data_dir, "params": params, "input_names": g.input_names}
+    out = g.stage_dir(f"prune-{params.method}", identity)
+    args = PruneArgs(base_dir=base.dir, data_dir=data_dir, dst=out, params=params, input_names=g.input_names)
+    g.stage(STAGE, g.checkpoint_targets(out, "pruning.json"),
+            base.weights + [base.tokenizer, data_dir / "train.jsonl", data_dir / "data.json"], args)
+    return out
+
+
+def declare_model(g: "Graph", base: "Model", teacher: "Model", params: PruneSpec) -> "Model":
+    """A [[models]] `prune` step."""
+    out = declare(g, base, g.data_dir, params)
+    return g.model_at(out, f"{base.lineage} > prune {params.method}", out / "pruning.json")
+
+
+MODEL_STEPS = (ModelStep("prune", PruneSpec, declare_model, order=20, metadata=PRUNERS,
+                         doc="magnitude sparsity, attention heads or FFN neurons removed"),)

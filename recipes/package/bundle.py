@@ -8,19 +8,30 @@ builds give byte-identical bundles and tarballs.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import platform
 import shutil
-import tarfile
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recipes.fsutil import atomic_dir, atomic_path, dir_manifest
+from recipes.fsutil import atomic_dir, dir_manifest
+from recipes.wiring.stage import Stage
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Built, Graph, Model
 
 SCHEMA = "edgesmith.bundle/1"
+
+
+@dataclass(frozen=True)
+class BundleParams:
+    default_artifact: str = ""
+    # Artifacts shipped in the bundle (all when empty); every artifact is
+    # still built, evaluated and reported.
+    artifacts: tuple[str, ...] = ()
 TOOLCHAIN_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tokenizers", "jinja2")
 
 
@@ -60,24 +71,34 @@ def build_manifest(root: Path, meta: dict[str, Any], artifacts: list[dict[str, A
     }
 
 
-def bundle_stage(out_dir: str, copies: list[list[str]], artifacts: list[dict], io_from: str, data_json: str, meta: dict) -> None:
-    """Copy `copies` ([src, relative dst]) into out_dir and write manifest.json."""
+@dataclass(frozen=True)
+class BundleArgs:
+    out_dir: Path
+    copies: tuple[tuple[Path, str], ...]     # (build file, path inside the bundle)
+    artifacts: tuple[dict, ...]              # the manifest's artifact entries
+    io_from: Path                            # an ONNX whose inputs/outputs the manifest describes
+    data_json: Path
+    meta: dict
+
+
+def build(args: BundleArgs) -> None:
+    """Copy `copies` into out_dir and write manifest.json."""
     from recipes.formats.model_io import onnx_io
 
-    labels = json.loads(Path(data_json).read_text(encoding="utf-8"))["labels"]
-    io_spec = onnx_io(Path(io_from))
-    out = Path(out_dir)
+    labels = json.loads(args.data_json.read_text(encoding="utf-8"))["labels"]
+    io_spec = onnx_io(args.io_from)
+    out = args.out_dir
     with atomic_dir(out) as tmp:
-        for src, rel in copies:
+        for src, rel in args.copies:
             dst = tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             if os.access(src, os.X_OK) and rel.endswith((".py", ".sh")):
                 dst.chmod(0o755)
-        manifest = build_manifest(tmp, meta, artifacts, io_spec, labels)
+        manifest = build_manifest(tmp, args.meta, list(args.artifacts), io_spec, labels)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     # Files from an older bundle layout would break verification; drop them.
-    keep = {rel for _, rel in copies} | {"manifest.json"}
+    keep = {rel for _, rel in args.copies} | {"manifest.json"}
     for path in sorted(out.rglob("*"), reverse=True):
         rel = path.relative_to(out).as_posix()
         if path.is_file() and rel not in keep:
@@ -86,24 +107,14 @@ def bundle_stage(out_dir: str, copies: list[list[str]], artifacts: list[dict], i
             path.rmdir()
 
 
-def write_tarball(root: Path, members: list[str], dst: Path) -> None:
-    """A tar.gz whose bytes depend only on the members' contents and names."""
-    with atomic_path(dst) as tmp:
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
-            with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                for rel in sorted(members):
-                    path = root / rel
-                    info = tarfile.TarInfo(rel)
-                    info.size = path.stat().st_size
-                    info.mtime = 0
-                    info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    with open(path, "rb") as fh:
-                        tar.addfile(info, fh)
+STAGE = Stage("bundle", BundleArgs, build, modules=("package.bundle", "formats.model_io"), packages=("onnx",))
 
 
-def archive_stage(bundle_dir: str, dst: str) -> None:
-    root = Path(bundle_dir)
-    members = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
-    write_tarball(root, members, Path(dst))
+def declare(g: "Graph", copies: list[tuple[Path, str]], artifacts: list[dict], io_from: Path, meta: dict,
+            bundle_dir: Path, extra_sources: list[Path]) -> list[Path]:
+    """The bundle directory and its manifest; returns every file in it (the archive's sources)."""
+    args = BundleArgs(out_dir=bundle_dir, copies=tuple(copies), artifacts=tuple(artifacts), io_from=io_from,
+                      data_json=g.data_dir / "data.json", meta=meta)
+    targets = [bundle_dir / rel for _, rel in copies] + [bundle_dir / "manifest.json"]
+    g.stage(STAGE, targets, [p for p, _ in copies] + [g.data_dir / "data.json", io_from] + extra_sources, args)
+    return targets

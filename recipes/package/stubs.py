@@ -7,12 +7,25 @@ generated code only through the `py`/`json` filters, never pasted raw.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from recipes.fsutil import atomic_path
+from recipes.wiring.stage import Stage
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Built, Graph, Model
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+@dataclass(frozen=True)
+class StubParams:
+    # Template names under templates/, without ".jinja"; output is the base
+    # name (Java sources go to java/<package path>/).
+    templates: tuple[str, ...] = ()
+    java_package: str = "ai.edgesmith.bundle"
 
 
 def _defined(value: Any) -> Any:
@@ -66,15 +79,66 @@ def stub_context(context: dict[str, Any], data_json: str) -> dict[str, Any]:
     return {**context, "labels": labels}
 
 
-def stub_stage(templates: list[str], outputs: list[str], context: dict, data_json: str,
-               tokenizer_json: str | None = None, vocab_txt: str | None = None) -> None:
-    ctx = stub_context(context, data_json)
-    if tokenizer_json:
-        # The Android stub's pure-Java WordPiece needs the tokenizer's settings and vocabulary.
+@dataclass(frozen=True)
+class StubArgs:
+    templates: tuple[str, ...]
+    outputs: tuple[Path, ...]
+    context: dict                  # the values baked into the stubs
+    data_json: Path                # the labels come from the data stage
+    # Java stubs: their pure-Java WordPiece reads the tokenizer's settings and a plain vocabulary.
+    tokenizer_json: Optional[Path] = None
+    vocab_txt: Optional[Path] = None
+
+
+def build(args: StubArgs) -> None:
+    ctx = stub_context(args.context, str(args.data_json))
+    if args.tokenizer_json:
         from recipes.package.wordpiece import wordpiece_spec, write_vocab_txt
 
-        ctx["wordpiece"] = wordpiece_spec(Path(tokenizer_json))
-        if vocab_txt:
-            write_vocab_txt(Path(tokenizer_json), Path(vocab_txt))
-    for template, out in zip(templates, outputs):
-        render_to(template, ctx, Path(out))
+        ctx["wordpiece"] = wordpiece_spec(args.tokenizer_json)
+        if args.vocab_txt:
+            write_vocab_txt(args.tokenizer_json, args.vocab_txt)
+    for template, out in zip(args.templates, args.outputs):
+        render_to(template, ctx, out)
+
+
+STAGE = Stage("stub", StubArgs, build, modules=("package.stubs", "package.wordpiece"), packages=("jinja2",))
+
+
+def output_path(stub_dir: Path, template: str, java_package: str) -> Path:
+    name = Path(template).name
+    if name.endswith(".java"):
+        return stub_dir / "java" / Path(*java_package.split(".")) / name
+    return stub_dir / name
+
+
+def declare(g: "Graph", teacher: "Model", shipped: list["Built"], default: str, manifest_artifacts: list[dict],
+            stub_dir: Path, runtime_version: str) -> list[Path]:
+    """Render the profile's stub templates; returns the generated files (for the bundle)."""
+    from recipes.errors import ConfigError, ProfileError
+    from recipes.package.wordpiece import java_package
+
+    p = g.profile
+    outputs = [output_path(stub_dir, t, p.stubs.java_package) for t in p.stubs.templates]
+    if not outputs:
+        return []
+    # Java sources tokenize on the device with a pure-Java WordPiece, which reads the vocabulary as plain lines.
+    java = any(o.suffix == ".java" for o in outputs)
+    vocab = stub_dir / "tokenizer" / "vocab.txt" if java else None
+    shapes = {"batch": vars(p.shapes.batch), "sequence": vars(p.shapes.sequence)}
+    context = {"target": p.name, "description": p.device.description, "default_artifact": default,
+               "artifacts": manifest_artifacts, "max_length": p.shapes.sequence.max, "runtime_version": runtime_version,
+               "shapes": shapes, "input_names": list(g.input_names), "min_length": p.shapes.sequence.min,
+               "engine": vars(p.engine), "trt_workspace_mb": p.engine.workspace_mb,
+               "engines": [b.engine for b in shipped if b.engine]}
+    if java:
+        try:
+            package = java_package(p.stubs.java_package)
+        except ConfigError as e:
+            raise ProfileError(f"{p.source}: stubs.{e}") from None
+        context.update(java_package=package, executorch_version=g.package_version("executorch"))
+    args = StubArgs(templates=p.stubs.templates, outputs=tuple(outputs), context=context,
+                    data_json=g.data_dir / "data.json", tokenizer_json=teacher.tokenizer if java else None, vocab_txt=vocab)
+    g.stage(STAGE, outputs + ([vocab] if vocab else []),
+            [g.data_dir / "data.json", teacher.tokenizer] + [g.templates / f"{t}.jinja" for t in p.stubs.templates], args)
+    return outputs + ([vocab] if vocab else [])

@@ -13,13 +13,34 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from recipes.errors import ProfileError
+from recipes.formats.dynamic_int8 import DynamicInt8
+from recipes.formats.onnx_export import ExportParams
+from recipes.formats.ptl import MobileParams
+from recipes.formats.pte import Int8DynActInt4Weight
+from recipes.formats.quantize_nf4 import Nf4
+from recipes.formats.quantize_onnx import Fp16, StaticInt8, WeightOnlyInt4
+from recipes.formats.tensorrt_engine import EngineParams
+from recipes.measure.latency import EvaluateParams
+from recipes.measure.report import Gates
+from recipes.models.distill import DistillParams
+from recipes.models.finetune import FinetuneParams
+from recipes.models.prune import FfnPrune, HeadPrune, MagnitudePrune
+from recipes.models.training import TrainParams
+from recipes.package.bundle import BundleParams
+from recipes.package.stubs import StubParams
+from recipes.params import MAX_BATCH, MAX_SEQUENCE, bounded
+from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
 from recipes.wiring.schema import Loader
+from recipes.wiring.stage import tagged
 
 Arch = Literal["x86_64", "arm64"]
 Accelerator = Literal["none", "cuda", "jetson"]
 Runtime = Literal["onnxruntime", "tensorrt", "pytorch", "pytorch_lite", "executorch"]
-Format = Literal["onnx", "tensorrt", "ptl", "pte", "torch"]
 Precision = Literal["fp32", "fp16", "int8", "int4", "nf4"]
+
+# Every quantizer and converter an artifact's `quantize` table can name, told apart by `method`.
+QUANTIZERS = tagged(DynamicInt8, StaticInt8, WeightOnlyInt4, Fp16, Nf4, Int8DynActInt4Weight)
+QuantSpec = DynamicInt8 | StaticInt8 | WeightOnlyInt4 | Fp16 | Nf4 | Int8DynActInt4Weight
 
 
 @dataclass(frozen=True)
@@ -35,261 +56,57 @@ class Device:
 
 @dataclass(frozen=True)
 class Range:
-    min: int
-    opt: int
-    max: int
+    min: int = bounded(min=1, max=MAX_BATCH)
+    opt: int = bounded(min=1, max=MAX_BATCH)
+    max: int = bounded(min=1, max=MAX_BATCH)
+
+
+@dataclass(frozen=True)
+class SequenceRange:
+    min: int = bounded(min=1, max=MAX_SEQUENCE)
+    opt: int = bounded(min=1, max=MAX_SEQUENCE)
+    max: int = bounded(min=1, max=MAX_SEQUENCE)
 
 
 @dataclass(frozen=True)
 class Shapes:
     batch: Range
-    sequence: Range
+    sequence: SequenceRange
 
 
-@dataclass(frozen=True)
-class FinetuneParams:
-    epochs: int = 3
-    learning_rate: float = 5e-5
-    head_learning_rate: float = 1e-3
-    batch_size: int = 16
-    max_length: int = 128
-    train_encoder: bool = True
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    seed: int = 42
-    # Part of the signature: CPU kernels may sum in a different order with a
-    # different thread count, and training must be byte-reproducible.
-    threads: int = 2
+# A derived PyTorch model: `name`, its `base`, and one table per model step
+# (recipes/wiring/registry.py finds them: distill, prune, recover, ...).
+ModelSpec = dataclasses.make_dataclass(
+    "ModelSpec",
+    [("name", str), ("base", str, field(default="teacher"))]
+    + [(s.key, Optional[s.params], field(default=None, metadata=s.metadata)) for s in MODEL_STEPS],
+    frozen=True)
+ModelSpec.__module__ = __name__
 
 
-@dataclass(frozen=True)
-class ExportParams:
-    opset: int = 18
-    # Max |logit difference| allowed between ONNX Runtime and PyTorch.
-    atol: float = 1e-4
-    # "eager" exports attention as plain MatMul/Softmax, which ONNX Runtime
-    # quantizes and runs faster on CPU than the decomposed SDPA graph.
-    attention: Literal["eager", "sdpa"] = "eager"
+def _artifact_spec() -> type:
+    @dataclass(frozen=True)
+    class ArtifactSpec:
+        name: str
+        # A format registered in recipes/wiring/registry.py (onnx, tensorrt, torch, ptl, pte).
+        format: str
+        precision: Precision
+        # "teacher" or the name of a [[models]] entry.
+        model: str = "teacher"
+        # ONNX for ONNX Runtime only: fuse attention, LayerNorm and GELU into
+        # ORT's transformer kernels before quantizing (recipes/formats/fuse_onnx.py).
+        fuse: bool = False
+        quantize: Optional[QuantSpec] = field(default=None, metadata=QUANTIZERS)
+        gates: Gates = Gates()
+
+    # One optional table per registered artifact option (e.g. `ort_optimize = {...}`).
+    options = [(o.key, Optional[o.params], field(default=None)) for o in ARTIFACT_OPTIONS]
+    spec = dataclasses.make_dataclass("ArtifactSpec", options, bases=(ArtifactSpec,), frozen=True)
+    spec.__module__ = __name__
+    return spec
 
 
-@dataclass(frozen=True)
-class DynamicInt8:
-    method: Literal["dynamic"]
-    per_channel: bool = False
-    reduce_range: bool = False
-    # Gather quantizes the embedding tables, about half of a small BERT;
-    # Attention becomes QAttention in graphs fused for ONNX Runtime.
-    op_types: tuple[str, ...] = ("MatMul", "Gather", "Attention")
-
-
-@dataclass(frozen=True)
-class StaticInt8:
-    method: Literal["static"]
-    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
-    calibration_samples: int = 128
-    per_channel: bool = True
-    op_types: tuple[str, ...] = ("MatMul",)
-    activation_type: Literal["uint8", "int8"] = "uint8"
-    # The embedding tables are weight-only int8 in the QDQ model too.
-    quantize_embeddings: bool = True
-
-
-@dataclass(frozen=True)
-class WeightOnlyInt4:
-    method: Literal["weight_only"]
-    block_size: int = 32
-    symmetric: bool = True
-    accuracy_level: int = 4
-    quantize_embeddings: bool = False
-
-
-@dataclass(frozen=True)
-class Fp16:
-    method: Literal["fp16"]
-    keep_io_types: bool = True
-
-
-@dataclass(frozen=True)
-class Nf4:
-    method: Literal["nf4"]
-    double_quant: bool = False
-
-
-@dataclass(frozen=True)
-class Int8DynActInt4Weight:
-    method: Literal["8da4w"]
-    group_size: int = 32
-
-
-QUANTIZERS = {
-    "dynamic": DynamicInt8,
-    "static": StaticInt8,
-    "weight_only": WeightOnlyInt4,
-    "fp16": Fp16,
-    "nf4": Nf4,
-    "8da4w": Int8DynActInt4Weight,
-}
-QuantSpec = DynamicInt8 | StaticInt8 | WeightOnlyInt4 | Fp16 | Nf4 | Int8DynActInt4Weight
-
-# Which quantizer methods make which precision in which format.
-QUANT_METHODS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("onnx", "fp32"): (),
-    ("onnx", "fp16"): ("fp16",),
-    ("onnx", "int8"): ("dynamic", "static"),
-    ("onnx", "int4"): ("weight_only",),
-    ("tensorrt", "fp16"): ("fp16",),
-    ("tensorrt", "int8"): ("static",),
-    ("torch", "int8"): ("dynamic",),
-    ("ptl", "fp32"): (),
-    ("ptl", "int8"): ("dynamic",),
-    ("pte", "fp32"): (),
-    ("pte", "int4"): ("8da4w",),
-    ("torch", "fp32"): (),
-    ("torch", "nf4"): ("nf4",),
-}
-FORMAT_RUNTIME = {
-    "onnx": "onnxruntime",
-    "tensorrt": "tensorrt",
-    "ptl": "pytorch_lite",
-    "pte": "executorch",
-    "torch": "pytorch",
-}
-
-
-@dataclass(frozen=True)
-class Gates:
-    # Accuracy of the artifact divided by the teacher's accuracy.
-    min_accuracy_ratio: Optional[float] = None
-    # Fraction of eval examples where the artifact predicts the teacher's label.
-    min_agreement: Optional[float] = None
-    max_size_mb: Optional[float] = None
-    # Median latency at batch 1 and at the largest evaluation batch, where the
-    # artifact can run on the build host.
-    max_latency_ms: Optional[float] = None
-    max_batch_latency_ms: Optional[float] = None
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """Knowledge distillation from the teacher's logits (and hidden states)."""
-    # loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels)
-    temperature: float = 2.0
-    alpha: float = 0.5
-    # Weight of the MSE between student layers and the teacher layers they
-    # were initialised from (0 = off); needs equal hidden sizes.
-    hidden_loss: float = 0.0
-    epochs: int = 3
-    learning_rate: float = 1e-4
-    batch_size: int = 16
-    max_length: int = 128
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    seed: int = 42
-    threads: int = 2
-
-
-@dataclass(frozen=True)
-class DistillParams(TrainParams):
-    # Student depth; its layers are initialised from teacher layers: `layer_ids`
-    # when given, else every other layer (the DistilBERT recipe), else half.
-    layers: int = 0
-    layer_ids: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class MagnitudePrune:
-    method: Literal["magnitude"]
-    sparsity: float = 0.5
-    # global: one threshold over all encoder weights; layer: the same sparsity in each.
-    scope: Literal["global", "layer"] = "global"
-
-
-@dataclass(frozen=True)
-class HeadPrune:
-    method: Literal["heads"]
-    # Fraction of all attention heads removed, least important first (at
-    # least one head stays in every layer).
-    fraction: float = 0.25
-    # Train examples used to score head importance.
-    samples: int = 256
-
-
-@dataclass(frozen=True)
-class FfnPrune:
-    method: Literal["ffn"]
-    # Share of FFN neurons kept, the same in every layer, so the result is a
-    # plain checkpoint with a smaller intermediate_size.
-    keep_ratio: float = 0.5
-    samples: int = 256
-
-
-PRUNERS = {"magnitude": MagnitudePrune, "heads": HeadPrune, "ffn": FfnPrune}
-PruneSpec = MagnitudePrune | HeadPrune | FfnPrune
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A derived PyTorch model: a distilled student or a pruned copy of `base`."""
-    name: str
-    base: str = "teacher"
-    distill: Optional[DistillParams] = None
-    prune: Optional[PruneSpec] = field(default=None, metadata={"tag": "method", "variants": PRUNERS})
-    # Distil the pruned model from the teacher to recover accuracy.
-    recover: Optional[TrainParams] = None
-
-
-@dataclass(frozen=True)
-class ArtifactSpec:
-    name: str
-    format: Format
-    precision: Precision
-    # "teacher" or the name of a [[models]] entry.
-    model: str = "teacher"
-    # ONNX for ONNX Runtime only: fuse attention, LayerNorm and GELU into
-    # ORT's transformer kernels before quantizing (recipes/formats/fuse_onnx.py).
-    fuse: bool = False
-    quantize: Optional[QuantSpec] = field(default=None, metadata={"tag": "method", "variants": QUANTIZERS})
-    gates: Gates = Gates()
-
-
-@dataclass(frozen=True)
-class EngineParams:
-    # host: build the TensorRT engine here (error if impossible); device: ship a
-    # build script; auto: host when TensorRT and a matching GPU are present.
-    build: Literal["host", "device", "auto"] = "auto"
-    workspace_mb: int = 1024
-    timing_cache: bool = True
-
-
-@dataclass(frozen=True)
-class MobileParams:
-    optimize_for_mobile: Literal["required", "auto"] = "auto"
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    batch_sizes: tuple[int, ...] = (1, 32)
-    sequence_length: int = 128
-    warmup: int = 3
-    repeats: int = 15
-    # 0 = every core of the build host; the teacher gets the same count.
-    threads: int = 0
-
-
-@dataclass(frozen=True)
-class StubParams:
-    # Template names under templates/, without ".jinja"; output is the base
-    # name (Java sources go to java/<package path>/).
-    templates: tuple[str, ...] = ()
-    java_package: str = "ai.edgesmith.bundle"
-
-
-@dataclass(frozen=True)
-class BundleParams:
-    default_artifact: str = ""
-    # Artifacts shipped in the bundle (all when empty); every artifact is
-    # still built, evaluated and reported.
-    artifacts: tuple[str, ...] = ()
+ArtifactSpec = _artifact_spec()
 
 
 @dataclass(frozen=True)
@@ -334,6 +151,10 @@ class Profile:
         return dataclasses.replace(self.gates, **own)
 
 
+def runtime_of(fmt: str) -> str:
+    return FORMATS[fmt].runtime
+
+
 def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
     def bad(key: str, message: str) -> ProfileError:
         return ProfileError(f"{src}: {key}{message}")
@@ -354,21 +175,28 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
         models = ["teacher"] + [m.name for m in p.models]
         if spec.model not in models:
             raise bad(f"{key}.model", f" = {spec.model!r} is not a model; use one of {', '.join(map(repr, models))} (define others in [[models]])")
-        allowed = QUANT_METHODS.get((spec.format, spec.precision))
+        if spec.format not in FORMATS:
+            raise bad(f"{key}.format", f" = {spec.format!r} is not allowed; use one of {', '.join(map(repr, FORMATS))}")
+        fmt = FORMATS[spec.format]
+        allowed = fmt.precisions.get(spec.precision)
         if allowed is None:
-            combos = sorted(pr for (fm, pr) in QUANT_METHODS if fm == spec.format)
+            combos = sorted(fmt.precisions)
             raise bad(f"{key}.precision", f" = {spec.precision!r} is not available for format {spec.format!r}; use one of {', '.join(map(repr, combos))}")
         method = spec.quantize.method if spec.quantize else None
         if allowed and method not in allowed:
             raise bad(f"{key}.quantize.method", f" = {method!r}: {spec.format} {spec.precision} needs quantize.method {' or '.join(map(repr, allowed))}")
         if not allowed and method is not None:
             raise bad(f"{key}.quantize", f": {spec.format} {spec.precision} takes no quantize table; remove it")
-        if isinstance(spec.quantize, Int8DynActInt4Weight) and (spec.quantize.group_size < 32 or spec.quantize.group_size % 32):
+        if isinstance(spec.quantize, Int8DynActInt4Weight) and spec.quantize.group_size % 32:
             raise bad(f"{key}.quantize.group_size", f" = {spec.quantize.group_size}: XNNPACK's 4-bit linear needs a positive "
                       "multiple of 32 (32, 64, 128, ...)")
+        for option in ARTIFACT_OPTIONS:
+            if getattr(spec, option.key) is not None and spec.format not in option.formats:
+                raise bad(f"{key}.{option.key}", f": {option.doc}; it applies to {' and '.join(option.formats)} artifacts, "
+                          f"not {spec.format}; remove it")
         if spec.fuse and spec.format != "onnx":
             raise bad(f"{key}.fuse", f" = true: fusion makes ONNX Runtime graphs; {spec.format} artifacts cannot use it")
-        runtime = FORMAT_RUNTIME[spec.format]
+        runtime = fmt.runtime
         if runtime not in p.runtimes:
             raise bad(f"{key}.format", f" = {spec.format!r} needs runtime {runtime!r}, which is not in runtimes = {list(p.runtimes)}")
         if spec.format == "tensorrt" and isinstance(spec.quantize, StaticInt8) and spec.quantize.activation_type != "int8":
@@ -390,8 +218,14 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
         raise bad("evaluate.sequence_length", f" = {p.evaluate.sequence_length} exceeds shapes.sequence.max = {p.shapes.sequence.max}")
     if p.stages.finetune.max_length > p.shapes.sequence.max:
         raise bad("stages.finetune.max_length", f" = {p.stages.finetune.max_length} exceeds shapes.sequence.max = {p.shapes.sequence.max}")
-    if p.evaluate.repeats < 1 or p.evaluate.warmup < 0 or p.evaluate.threads < 0:
-        raise bad("evaluate", ": repeats must be >= 1, warmup and threads >= 0")
+    if any(name.endswith(".java") for name in p.stubs.templates):
+        from recipes.errors import ConfigError
+        from recipes.package.wordpiece import java_package
+
+        try:
+            java_package(p.stubs.java_package)
+        except ConfigError as e:
+            raise bad("stubs.java_package", f" = {p.stubs.java_package!r}: {str(e).split(': ', 1)[1]}") from None
     if templates_dir is not None:
         for i, name in enumerate(p.stubs.templates):
             if not (templates_dir / f"{name}.jinja").is_file():
@@ -416,25 +250,17 @@ def check_models(p: Profile, bad) -> None:
                 continue
             if not 0.0 <= train.alpha <= 1.0 or train.temperature <= 0 or train.hidden_loss < 0:
                 raise bad(f"{key}.{part}", ": need 0 <= alpha <= 1, temperature > 0 and hidden_loss >= 0")
-            if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0:
-                raise bad(f"{key}.{part}", ": epochs, batch_size and learning_rate must be positive")
             if train.max_length > p.shapes.sequence.max:
                 raise bad(f"{key}.{part}.max_length", f" = {train.max_length} exceeds shapes.sequence.max = {p.shapes.sequence.max}")
         d = m.distill
         if d is not None:
-            if d.layers < 0 or (d.layer_ids and d.layers and d.layers != len(d.layer_ids)):
-                raise bad(f"{key}.distill.layers", f" = {d.layers}: must be >= 0 and match the length of layer_ids")
+            if d.layer_ids and d.layers and d.layers != len(d.layer_ids):
+                raise bad(f"{key}.distill.layers", f" = {d.layers}: must match the length of layer_ids ({len(d.layer_ids)})")
             if any(i < 0 for i in d.layer_ids) or list(d.layer_ids) != sorted(set(d.layer_ids)):
                 raise bad(f"{key}.distill.layer_ids", f" = {list(d.layer_ids)}: need distinct, increasing, non-negative layer indices")
         pr = m.prune
-        if isinstance(pr, MagnitudePrune) and not 0.0 < pr.sparsity < 1.0:
-            raise bad(f"{key}.prune.sparsity", f" = {pr.sparsity}: need 0 < sparsity < 1")
-        if isinstance(pr, HeadPrune) and not 0.0 < pr.fraction < 1.0:
-            raise bad(f"{key}.prune.fraction", f" = {pr.fraction}: need 0 < fraction < 1")
-        if isinstance(pr, FfnPrune) and not 0.0 < pr.keep_ratio < 1.0:
-            raise bad(f"{key}.prune.keep_ratio", f" = {pr.keep_ratio}: need 0 < keep_ratio < 1")
-        if isinstance(pr, (HeadPrune, FfnPrune)) and pr.samples < 1:
-            raise bad(f"{key}.prune.samples", f" = {pr.samples}: need at least 1")
+        if isinstance(pr, (HeadPrune, FfnPrune)) and pr.max_length is not None and pr.max_length > p.shapes.sequence.max:
+            raise bad(f"{key}.prune.max_length", f" = {pr.max_length} exceeds shapes.sequence.max = {p.shapes.sequence.max}")
         known.append(m.name)
 
 
@@ -449,10 +275,25 @@ def load_profile(path: Path, templates_dir: Path | None = None) -> Profile:
         raise ProfileError(f"{src}: invalid TOML: {e}") from e
     except UnicodeDecodeError as e:
         raise ProfileError(f"{src}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    profile = Loader(src).table(Profile, {k: v for k, v in data.items()}, "")
+    loader = Loader(src)
+    profile = loader.table(Profile, {k: v for k, v in data.items()}, "")
     profile = dataclasses.replace(profile, name=path.stem, source=src)
     check_consistency(profile, src, templates_dir)
-    return profile
+    loader.check_ranges(profile)
+    return resolve(profile)
+
+
+def resolve(p: Profile) -> Profile:
+    """Fill in defaults that follow other keys, so every stage gets its parameters resolved and explicit.
+
+    Pruning scores examples at stages.finetune.max_length unless it says otherwise.
+    """
+    models = []
+    for m in p.models:
+        if isinstance(m.prune, (HeadPrune, FfnPrune)) and m.prune.max_length is None:
+            m = dataclasses.replace(m, prune=dataclasses.replace(m.prune, max_length=p.stages.finetune.max_length))
+        models.append(m)
+    return dataclasses.replace(p, models=tuple(models))
 
 
 def profile_names(targets_dir: Path) -> list[str]:

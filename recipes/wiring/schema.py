@@ -17,6 +17,7 @@ import typing
 from typing import Any, Literal, Union
 
 from recipes.errors import ProfileError
+from recipes.params import bounds_of
 
 _MISSING = dataclasses.MISSING
 
@@ -133,6 +134,26 @@ class Loader:
         return cls(**values)
 
 
-def from_plain(cls: type, data: dict, source: str = "stage spec") -> Any:
-    """Rebuild a parameter dataclass from its canonical JSON form."""
-    return Loader(source).table(cls, data)
+    def check_ranges(self, value: Any, key: str = "") -> None:
+        """Every field declared with `recipes.params.bounded` lies in its range (tuples: every item).
+
+        Runs once, on the loaded profile, after the structural and consistency
+        checks, so a value in range is never checked again by the stage."""
+        if dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                if f.metadata.get("internal"):
+                    continue
+                sub = f"{key}.{f.name}" if key else f.name
+                item = getattr(value, f.name)
+                bounds = bounds_of(f)
+                if bounds is not None and item is not None:
+                    items = item if isinstance(item, tuple) else (item,)
+                    for v in items:
+                        if isinstance(v, (int, float)) and not bounds.contains(v):
+                            raise self.fail(sub, f" = {_fmt(item if not isinstance(item, tuple) else list(item))}: "
+                                            f"need {bounds.describe(f.name)}" + (" for every item" if isinstance(item, tuple) else ""))
+                self.check_ranges(item, sub)
+        elif isinstance(value, tuple):
+            for i, v in enumerate(value):
+                if dataclasses.is_dataclass(v):
+                    self.check_ranges(v, f"{key}[{i}]")

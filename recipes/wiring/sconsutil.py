@@ -63,8 +63,7 @@ def parse_fraction(text: str) -> float:
 
 
 def declare_targets(env, root: Path, target: str) -> list:
-    templates, runtime = root / "templates", root / "runtime"
-    loaded = [load_profile(path, templates) for path in resolve_targets(root, target)]
+    loaded = [load_profile(path, root / "templates") for path in resolve_targets(root, target)]
 
     model_dir = Path(env["model"]).expanduser() if env["model"] else default_model_dir()
     info = inspect(model_dir.absolute())
@@ -83,9 +82,5 @@ def declare_targets(env, root: Path, target: str) -> list:
         model_labels=info.id2label,
     )
     inputs = Inputs(model=info, data=data, eval_data=eval_data, data_params=params, git_revision=git_revision(root))
-    graph = Graph(env, root, root / "build", root / "dist")
-    aliases = []
-    for prof in loaded:
-        nodes = graph.target(prof, inputs, templates, runtime)
-        aliases.append(env.Alias(prof.name, nodes))
-    return aliases
+    graph = Graph(env, root, inputs)
+    return [env.Alias(prof.name, graph.target(prof)) for prof in loaded]

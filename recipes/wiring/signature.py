@@ -9,17 +9,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 
-def to_plain(value: Any) -> Any:
-    """Dataclasses, tuples and paths as plain JSON-able values."""
+def to_plain(value: Any, path: Callable[[Path], str] = str) -> Any:
+    """Dataclasses, tuples and paths as plain JSON-able values; `path` spells each Path."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_plain(getattr(value, f.name), path) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
+        return {str(k): to_plain(v, path) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
+        return [to_plain(v, path) for v in value]
+    if isinstance(value, Path):
+        return path(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

@@ -1,6 +1,9 @@
 """Run one build stage in a child process: `python -m recipes.wiring.stage_runner`.
 
-The SCons action starts this with the stage spec (JSON) on stdin. A child
+The SCons action starts this with the stage spec (JSON) on stdin: the stage
+module, its name, and its arguments as canonical JSON. The runner imports the
+module, rebuilds the module's typed Args dataclass from the JSON once, and
+calls the module's `build(args)`. A child
 process per stage keeps torch's global state (seeds, thread counts,
 deterministic-algorithm flags) out of the SCons process and away from other
 stages running in parallel under -j, and keeps heavy imports out of SCons.
@@ -21,7 +24,7 @@ import sys
 from pathlib import Path
 
 from recipes.errors import EdgesmithError
-from recipes.wiring.stage_table import STAGES
+from recipes.wiring.stage import Stage, decode
 
 
 def _die_with_parent() -> None:
@@ -48,12 +51,16 @@ def _stage_lock(path: str | None, mode: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def load_stage(module: str) -> Stage:
+    """The STAGE a recipe module defines (`module` is dotted, below recipes/)."""
+    return importlib.import_module(f"recipes.{module}").STAGE
+
+
 def run(spec: dict) -> None:
-    stage = STAGES[spec["stage"]]
-    module_name, func_name = stage.entry.split(":")
-    func = getattr(importlib.import_module(f"recipes.{module_name}"), func_name)
+    stage = load_stage(spec["module"])
+    args = decode(stage.args, spec["args"])
     with _stage_lock(spec.get("lock_path"), stage.lock):
-        func(**spec["args"])
+        stage.build(args)
 
 
 def _quiet_libraries() -> None:

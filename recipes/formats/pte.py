@@ -1,12 +1,4 @@
-"""Android formats: TorchScript-lite `.ptl` and ExecuTorch `.pte`.
-
-.ptl is the legacy PyTorch Mobile path: a traced module (fp32 or dynamic
-int8, see quantize_torch.py) saved for the lite interpreter, optimized with
-`optimize_for_mobile` where this torch has XNNPACK. CPU-only PyPI wheels of
-torch 2.13 have none, so `mobile.optimize_for_mobile` decides: "required"
-stops the build, "auto" ships an unoptimized file and says so in the report.
-
-.pte is ExecuTorch: torch.export with dynamic batch and sequence, lowered
+""".pte is ExecuTorch: torch.export with dynamic batch and sequence, lowered
 with the XNNPACK partitioner, fp32 or 8-bit dynamic activations with 4-bit
 grouped weights (torchao Int8DynamicActivationIntxWeightConfig, the 0.18 name
 of "8da4w"). XNNPACK's grouped 4-bit linear needs a group size that is a
@@ -22,24 +14,34 @@ not the export-wide limits; the planned size is in the report.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from recipes.errors import ConfigError, StageError
-from recipes.fsutil import atomic_path, write_json
-from recipes.wiring.profile import DynamicInt8, Int8DynActInt4Weight, MobileParams
 from recipes.formats.quantize_torch import (
     TRACE_SHAPE,
-    dynamic_int8,
     example_args,
     load_logits_module,
     quiet,
     reference_model,
-    torchscript_file,
-    trace,
     verify,
     versions,
 )
+from recipes.fsutil import atomic_path, write_json
+from recipes.params import bounded
+from recipes.wiring.stage import Format, Stage
+
+if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
+    from recipes.wiring.graph import Built, Graph, Model
+
+
+@dataclass(frozen=True)
+class Int8DynActInt4Weight:
+    method: Literal["8da4w"]
+    # XNNPACK's 4-bit grouped linear: a multiple of 32 (checked at profile load).
+    group_size: int = bounded(32, min=32, max=8192)
+
 
 # Ops that must run inside XNNPACK: matmuls and the dynamic-quantization ops
 # (the portable runtime would run them slowly, or not at all).
@@ -49,52 +51,17 @@ QUANT_WORDS = ("choose_qparams", "quantize")
 NOT_COMPUTE = ("getitem", "sym_size", "executorch_call_delegate")
 
 
-# -- .ptl ---------------------------------------------------------------
+@dataclass(frozen=True)
+class PteArgs:
+    model_dir: Path
+    dst: Path
+    report: Path
+    params: Optional[Int8DynActInt4Weight]   # None: fp32
+    input_names: tuple[str, ...]
+    max_batch: int
+    max_sequence: int
+    atol: float                              # stages.export.atol, for the fp32 file
 
-def xnnpack_available() -> bool:
-    import torch.backends.xnnpack
-
-    return bool(torch.backends.xnnpack.enabled)
-
-
-def export_ptl(model_dir: Path, dst: Path, report_path: Path, spec: DynamicInt8 | None, mobile: MobileParams,
-               input_names: tuple[str, ...], max_sequence: int, atol: float = 1e-4) -> dict[str, Any]:
-    import torch
-
-    from recipes.measure.mobile_runners import PtlRunner
-
-    if xnnpack_available():
-        optimized, reason = True, ""
-    elif mobile.optimize_for_mobile == "required":
-        raise StageError(f"optimize_for_mobile needs a torch build with XNNPACK; this torch {torch.__version__} has none; "
-                         "set mobile.optimize_for_mobile = 'auto' to ship an unoptimized .ptl")
-    else:
-        optimized, reason = False, f"torch {torch.__version__} was built without XNNPACK (torch.backends.xnnpack.enabled is False)"
-
-    module, vocab = load_logits_module(model_dir, input_names)
-    info: dict[str, Any] = {"method": None}
-    if spec is not None:
-        module, info = dynamic_int8(module, spec)
-    scripted = trace(module, vocab, input_names)
-    if optimized:
-        from torch.utils.mobile_optimizer import optimize_for_mobile
-
-        with quiet():
-            scripted = optimize_for_mobile(scripted)
-    with torchscript_file(scripted, dst, lite=True) as tmp:
-        runner = PtlRunner(tmp, input_names)  # QNNPACK kernels, as on the phone
-        checks = verify(runner, reference_model(model_dir), vocab, input_names, max_sequence,
-                        atol if spec is None else None, dst.name)
-    report = {"format": "ptl", "precision": "fp32" if spec is None else "int8", "quantize": info, "attention": "eager",
-              "optimized": optimized, "reason": reason, "optimize_for_mobile": mobile.optimize_for_mobile,
-              "verified_with_engine": runner.engine,
-              "shapes": {"batch": "dynamic", "sequence": "dynamic"},
-              "toolchain": versions("torch", "transformers"), **checks}
-    write_json(report_path, report)
-    return report
-
-
-# -- .pte ---------------------------------------------------------------
 
 def _op_name(target) -> str:
     # Edge ops name themselves in __name__ ("aten.linear.default"), ATen ops
@@ -223,20 +190,28 @@ def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActIn
     return report
 
 
-# -- stage entry points (JSON-able arguments) ---------------------------------
-
-def ptl_stage(model_dir: str, dst: str, report: str, params: dict | None, mobile: dict, input_names: list[str],
-              max_sequence: int, atol: float = 1e-4) -> None:
-    from recipes.wiring.schema import from_plain
-
-    spec = from_plain(DynamicInt8, params) if params else None
-    export_ptl(Path(model_dir), Path(dst), Path(report), spec, from_plain(MobileParams, mobile), tuple(input_names),
-               max_sequence, atol)
+def build(args: PteArgs) -> dict[str, Any]:
+    return export_pte(args.model_dir, args.dst, args.report, args.params, args.input_names, args.max_batch,
+                      args.max_sequence, args.atol)
 
 
-def pte_stage(model_dir: str, dst: str, report: str, params: dict | None, input_names: list[str], max_batch: int,
-              max_sequence: int, atol: float = 1e-4) -> None:
-    from recipes.wiring.schema import from_plain
+STAGE = Stage("pte", PteArgs, build,
+              modules=("formats.pte", "formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf",
+                       "models.slim", "models.archs", "formats.model_io", "params"),
+              packages=("torch", "transformers", "executorch", "torchao"))
 
-    spec = from_plain(Int8DynActInt4Weight, params) if params else None
-    export_pte(Path(model_dir), Path(dst), Path(report), spec, tuple(input_names), max_batch, max_sequence, atol)
+
+def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
+    """An ExecuTorch program of `model` lowered to XNNPACK: fp32, or 8da4w when `spec.quantize` is given."""
+    p = g.profile
+    identity = {"model_dir": model.dir, "params": spec.quantize, "input_names": g.input_names,
+                "max_sequence": p.shapes.sequence.max, "max_batch": p.shapes.batch.max, "atol": p.stages.export.atol}
+    out = g.stage_dir(f"pte-{spec.precision}", identity)
+    args = PteArgs(model_dir=model.dir, dst=out / "model.pte", report=out / "pte.json", params=spec.quantize,
+                   input_names=g.input_names, max_batch=p.shapes.batch.max, max_sequence=p.shapes.sequence.max,
+                   atol=p.stages.export.atol)
+    g.stage(STAGE, [args.dst, args.report], model.weights + [model.tokenizer], args)
+    return g.file_artifact(spec, model, args.dst, args.report, "pte", "pte", "run with the ExecuTorch runtime (XNNPACK) on this host")
+
+
+FORMAT = Format("pte", "executorch", {"fp32": (), "int4": ("8da4w",)}, declare_artifact)

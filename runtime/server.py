@@ -1,0 +1,345 @@
+"""serve.py's HTTP server: the request rules, the HTTP handling and the command line.
+
+Standard library HTTP server plus the bundle's runtime:
+    POST /predict   {"texts": ["...", ...], "artifact": "optional name"}
+                    -> {"artifact": name, "predictions": [{"label", "score", "scores"}, ...]}
+    GET  /healthz   -> {"status": "ok"}
+    GET  /metadata  -> labels, artifacts (and what serves them), limits
+Errors are JSON {"error": "one line"} with a 4xx status for bad requests and
+500 (logged with its traceback here, never sent to the client) for failures.
+
+serve.py itself only holds the values baked in for its bundle (Settings);
+the artifacts run on runtime/server_backends.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+from .bundle import Bundle, load_bundle
+from .errors import BundleError, InputError, RequestError, one_line
+from .server_backends import BACKENDS
+
+PROG = "serve.py"
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+ENDPOINTS = {"/predict": ("POST",), "/healthz": ("GET", "HEAD"), "/metadata": ("GET", "HEAD")}
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "a boolean", type(None): "null"}
+
+# Named "serve", not after this module: the log lines read as they always have.
+log = logging.getLogger("serve")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The values serve.py is generated with."""
+
+    target: str
+    description: str
+    labels: List[str]
+    default_artifact: str
+    artifacts: List[str]
+    runtime_version: str
+    # Shape ranges of the target: the TensorRT optimization profile, and the
+    # largest batch run at once.
+    shapes: Mapping[str, Mapping[str, int]]
+    trt_workspace_mb: int
+    bundle_dir: Path  # where serve.py lies: the default --bundle
+
+
+def json_type(value: Any) -> str:
+    return JSON_TYPES.get(type(value), type(value).__name__)
+
+
+class App:
+    """The served artifacts and the request logic, independent of HTTP."""
+
+    def __init__(self, bundle: Bundle, args: argparse.Namespace, settings: Settings) -> None:
+        self.bundle = bundle
+        self.settings = settings
+        self.max_batch = args.max_batch
+        self.max_body_bytes = args.max_body_bytes
+        self.lock = threading.Lock()  # one inference at a time: predictable GPU memory and latency
+        self.backends: Dict[str, Any] = {}
+        names = list(dict.fromkeys(args.artifact or [settings.default_artifact]))
+        self.default = names[0]
+        for name in names:
+            entry = bundle.artifact(name)
+            backend = BACKENDS.get(entry["format"])
+            if backend is None:
+                raise BundleError(self._unservable(entry))
+            started = time.perf_counter()
+            self.backends[name] = backend(bundle, entry, args, settings.shapes)
+            self.backends[name].predict([""])  # warm-up: TensorRT builds (or loads) its engine here, not in a request
+            log.info("artifact %s: %s, ready in %.1f s", name, json.dumps(self.backends[name].info),
+                     time.perf_counter() - started)
+            for note in self.backends[name].notes:
+                log.warning("artifact %s: %s", name, note)
+
+    def _unservable(self, entry: Dict[str, Any]) -> str:
+        servable = [a["name"] for a in self.bundle.artifacts if a["format"] in BACKENDS]
+        if entry["format"] == "tensorrt":
+            how = ("serve an ONNX artifact with --providers tensorrt (ONNX Runtime builds and caches the engine), "
+                   "or load the engine with TensorRT or Triton directly")
+        else:
+            how = "serve another artifact"
+        return (f"artifact {entry['name']!r} has format {entry['format']!r}, which {PROG} cannot run "
+                f"(it runs {', '.join(BACKENDS)}); {how}; servable here: {', '.join(servable) or 'none'}")
+
+    def metadata(self) -> Dict[str, Any]:
+        artifacts = []
+        for entry in self.bundle.artifacts:
+            row = {k: entry.get(k) for k in ("name", "format", "precision", "runtime", "path")}
+            row["served"] = entry["name"] in self.backends
+            if row["served"]:
+                row.update(self.backends[entry["name"]].info)
+            artifacts.append(row)
+        return {"target": self.settings.target, "description": self.settings.description, "labels": self.bundle.labels,
+                "max_length": self.bundle.manifest["tokenizer"]["max_length"], "default_artifact": self.default,
+                "artifacts": artifacts, "max_batch": self.max_batch, "max_body_bytes": self.max_body_bytes,
+                "runtime_version": self.settings.runtime_version}
+
+    def predict(self, payload: Any) -> Dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise RequestError(400, 'the request body must be a JSON object like {"texts": ["..."]}, got '
+                               + json_type(payload))
+        unknown = sorted(set(payload) - {"texts", "artifact"})
+        if unknown:
+            raise RequestError(400, f"unknown key {unknown[0]!r} in the request; allowed keys: texts, artifact")
+        if "texts" not in payload:
+            raise RequestError(400, 'missing "texts": send {"texts": ["some text", ...]}')
+        texts = payload["texts"]
+        if not isinstance(texts, list):
+            hint = '; wrap a single text in a list: {"texts": ["..."]}' if isinstance(texts, str) else ""
+            raise RequestError(400, f'"texts" must be an array of strings, got {json_type(texts)}{hint}')
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise RequestError(400, f'"texts"[{i}] is {json_type(text)}, expected a string')
+        if len(texts) > self.max_batch:
+            raise RequestError(413, f"{len(texts)} texts is over the limit of {self.max_batch} per request "
+                                    "(--max-batch); split them over several requests")
+        name = payload.get("artifact", self.default)
+        if not isinstance(name, str):
+            raise RequestError(400, f'"artifact" must be a string, got {json_type(name)}')
+        backend = self.backends.get(name)
+        if backend is None:
+            served = ", ".join(self.backends)
+            hint = (f"; start the server with --artifact {name} to serve it" if name in self.settings.artifacts or
+                    any(a["name"] == name for a in self.bundle.artifacts) else "")
+            raise RequestError(400, f"unknown artifact {name!r}; this server serves: {served}{hint}")
+        with self.lock:
+            try:
+                predictions = backend.predict(texts)
+            except InputError as exc:
+                raise RequestError(400, one_line(exc)) from None
+        return {"artifact": name, "predictions": predictions}
+
+
+class Handler(BaseHTTPRequestHandler):
+    timeout = 60  # seconds a client may stall mid-request before its thread gives up
+
+    def version_string(self) -> str:
+        # The Server header names the runtime version the bundle was generated with.
+        return f"edgesmith-serve/{self.server.app.settings.runtime_version} {self.sys_version}"
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
+    def _dispatch(self, method: str) -> None:
+        app = self.server.app
+        path = urlsplit(self.path).path
+        try:
+            allowed = ENDPOINTS.get(path)
+            if allowed is None:
+                raise RequestError(404, f"no endpoint {path!r}; use POST /predict, GET /healthz or GET /metadata")
+            if method not in allowed:
+                raise RequestError(405, f"{method} is not allowed on {path}; use {' or '.join(allowed)}",
+                                   {"Allow": ", ".join(allowed)})
+            if path == "/predict":
+                body = app.predict(self._read_json(app.max_body_bytes))
+            elif path == "/healthz":
+                body = {"status": "ok"}
+            else:
+                body = app.metadata()
+            self._send(200, body)
+        except RequestError as exc:
+            self._send(exc.status, {"error": exc.message}, exc.headers)
+        except Exception as exc:  # a failure of ours, not the client's: log the traceback, answer one line
+            log.exception("%s %s failed", method, path)
+            self._send(500, {"error": f"internal error: {one_line(exc)}"})
+
+    def _read_json(self, limit: int) -> Any:
+        if self.headers.get("Transfer-Encoding"):
+            raise RequestError(411, "chunked request bodies are not supported; send a Content-Length header")
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            raise RequestError(411, "missing Content-Length header; send the JSON body with its length")
+        try:
+            length = int(declared)
+        except ValueError:
+            raise RequestError(400, f"Content-Length {declared!r:.40} is not a number") from None
+        if length < 0:
+            raise RequestError(400, f"Content-Length {length} is negative")
+        if length > limit:  # checked before reading: an oversized body is never read into memory
+            raise RequestError(413, f"request body of {length} bytes is over the limit of {limit} bytes "
+                                    "(--max-body-bytes); send fewer or shorter texts per request")
+        try:
+            raw = self.rfile.read(length)
+        except (socket.timeout, OSError):
+            raise RequestError(408, f"timed out reading the {length}-byte request body; "
+                                    "was Content-Length larger than the body?") from None
+        if len(raw) < length:
+            raise RequestError(400, f"request body ended after {len(raw)} of {length} bytes (Content-Length)")
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RequestError(400, "request body is not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise RequestError(400, f"request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:
+            raise RequestError(400, f"request body is not usable JSON ({one_line(exc)})") from None
+
+    def _send(self, status: int, body: Any, headers: Optional[Dict[str, str]] = None) -> None:
+        data = (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            if status >= 400:
+                self.send_header("Connection", "close")  # an unread or partly read body must not become the next request
+                self.close_connection = True
+            self.end_headers()
+            if getattr(self, "command", None) != "HEAD":
+                self.wfile.write(data)
+        except OSError:  # the client went away; nothing left to tell it
+            self.close_connection = True
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        # The standard library's own errors (malformed request line, unknown
+        # method, oversized headers) as JSON too, not as an HTML page.
+        self._send(code, {"error": message or self.responses.get(code, ("error",))[0]})
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), fmt % args)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: Tuple[str, int], handler: type, app: App) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.app = app
+        super().__init__(address, handler)
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=f"Serve the {settings.target} bundle ({settings.description}) over HTTP: classify texts as "
+                    f"{', '.join(settings.labels)}.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one and prints it)")
+    parser.add_argument("--artifact", action="append", choices=settings.artifacts,
+                        help=f"artifact to serve; repeat to serve several, the first is the default "
+                             f"(default: {settings.default_artifact})")
+    parser.add_argument("--providers", default="auto",
+                        help="ONNX Runtime execution providers in order of preference, from tensorrt, cuda, cpu; "
+                             "the model only runs on ones named here ('auto' = tensorrt,cuda,cpu, default)")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                        help="device for PyTorch artifacts (default: cuda when present)")
+    parser.add_argument("--device-id", type=int, default=0, help="CUDA device index (default: %(default)s)")
+    parser.add_argument("--cache-dir", help="TensorRT engine and timing cache directory "
+                                            "(default: trt_cache/ in the bundle directory)")
+    parser.add_argument("--trt-workspace-mb", type=positive, default=settings.trt_workspace_mb,
+                        help="TensorRT builder workspace in MiB (default: %(default)s)")
+    parser.add_argument("--cudnn-conv-algo-search", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"), default="HEURISTIC",
+                        help="CUDA provider's cuDNN convolution algorithm search (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for inference (0 = library default)")
+    parser.add_argument("--max-batch", type=positive, default=settings.shapes["batch"]["max"],
+                        help="most texts per request (default: %(default)s)")
+    parser.add_argument("--max-body-bytes", type=positive, default=DEFAULT_MAX_BODY_BYTES,
+                        help="largest request body accepted (default: %(default)s)")
+    parser.add_argument("--bundle", default=str(settings.bundle_dir), help="bundle directory or .tar.gz (default: this one)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the bundle (faster start)")
+    args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error("--threads must be 0 or more")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be between 0 and 65535")
+    return args
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # ends serve_forever in the main thread; SIGTERM shuts down cleanly
+
+
+def main(argv: Optional[Sequence[str]], settings: Settings) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv, settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        bundle = load_bundle(args.bundle, verify=not args.no_verify)
+    except BundleError as exc:
+        print(f"{PROG}: {one_line(exc, 1000)}", file=sys.stderr)
+        return 2
+    try:
+        app = App(bundle, args, settings)
+    except (BundleError, OSError) as exc:
+        bundle.close()
+        print(f"{PROG}: {one_line(exc, 1000)}", file=sys.stderr)
+        return 2
+    try:
+        server = Server((args.host, args.port), Handler, app)
+    except OSError as exc:
+        bundle.close()
+        print(f"{PROG}: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+              "pick another --port or --host", file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    print(f"{PROG}: listening on http://{host}:{port} (artifacts: {', '.join(app.backends)})", flush=True)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        bundle.close()
+    return 0
