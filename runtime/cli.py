@@ -12,14 +12,8 @@ from typing import Optional, Sequence
 
 from .bundle import load_bundle
 from .errors import BundleError
+from .limits import MAX_BATCH_SIZE, batch_problem, cpu_count, threads_problem
 from .texts import read_texts
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
     parser.add_argument("--file", help="read texts from this UTF-8 file, one per non-empty line ('-' for stdin)")
     parser.add_argument("--artifact", help="artifact name (default: the manifest's default_artifact)")
-    parser.add_argument("--batch-size", type=_positive_int, default=32)
-    parser.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help=f"texts per inference call, 1..{MAX_BATCH_SIZE} (default: %(default)s)")
+    parser.add_argument("--threads", type=int, help=f"ONNX Runtime intra-op threads, 1..{cpu_count()} (default: all cores)")
     parser.add_argument("--no-verify", action="store_true", help="skip sha256 verification (faster start)")
     return parser
 
@@ -37,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     # Intermixed: `BUNDLE --artifact fp32 "some text"` must work, not only texts-before-options.
     args = build_parser().parse_intermixed_args(argv)
+    # Checked before the bundle is opened; one line, never a silent clamp.
+    problem = batch_problem("--batch-size", args.batch_size) or threads_problem("--threads", args.threads, zero_is_all=False)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         texts = read_texts(args.texts, args.file)
         with load_bundle(args.bundle, verify=not args.no_verify) as bundle:

@@ -8,7 +8,6 @@ ONNX Runtime providers.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from . import tensorrt_runner
 from .bundle import load_bundle
 from .errors import BundleError, one_line
-from .texts import read_texts
+from .limits import batch_problem, out_of_range
+from .texts import json_line, read_texts
 
 PROG = "run_engine.py"
 PROVIDERS = {
@@ -65,13 +65,20 @@ def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the engine with build_engine.sh first")
     parser.add_argument("--bundle", default=str(settings.bundle_dir), help="bundle directory (default: this one)")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
     if args.artifact is None:
         use_engine = args.backend == "tensorrt" and default not in engines
         args.artifact = next(iter(engines)) if use_engine else default
     if args.backend == "tensorrt" and args.artifact not in engines:
         parser.error(f"--artifact {args.artifact} is an ONNX model; run it with --backend onnxruntime")
+    # Checked before the bundle is opened; one line, never a silent clamp.
+    largest = settings.shapes["batch"]["max"]
+    if args.backend == "tensorrt":
+        problem = out_of_range("--batch-size", args.batch_size, 1, largest,
+                               f"the engine's optimization profile runs at most {largest} texts at once")
+    else:
+        problem = batch_problem("--batch-size", args.batch_size, largest_profiled=largest)
+    if problem:
+        parser.exit(2, f"{PROG}: {problem}\n")
     return args
 
 
@@ -192,5 +199,5 @@ def main(argv: Optional[Sequence[str]], settings: Settings) -> int:
         print(f"{PROG}: {one_line(e, 1000)}", file=sys.stderr)
         return 2
     for text, prediction in zip(texts, predictions):
-        print(json.dumps({"text": text, **prediction}, ensure_ascii=False))
+        print(json_line({"text": text, **prediction}))
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from .errors import BundleError, one_line
 
@@ -25,24 +25,33 @@ def read_manifest(root: Path, where: str, *, from_archive: bool = False) -> Mani
     """Load `root/manifest.json` and validate it; `where` names the bundle in messages."""
     path = root / MANIFEST_NAME
     if not path.is_file():
-        raise BundleError(f"bundle {where}: {MANIFEST_NAME} not found at the bundle root; {_missing_hint(root, from_archive)}")
+        nested = sorted(p.relative_to(root).as_posix() for p in root.glob(f"*/{MANIFEST_NAME}"))
+        raise missing_manifest(where, nested, root if not from_archive else None)
+    return parse_manifest(path.read_bytes(), where)
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """The manifest in `raw` (manifest.json's bytes), validated."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"bundle {where}: {MANIFEST_NAME} is not valid JSON ({one_line(exc)}); {REBUILD}") from None
     validate_manifest(data, where)
     return data
 
 
-def _missing_hint(root: Path, from_archive: bool) -> str:
+def missing_manifest(where: str, nested: List[str], root: Optional[Path]) -> BundleError:
+    """No manifest.json at the bundle root; `nested` are the ones one level down, `root` None for an archive."""
     # A common mistake is archiving the bundle directory itself instead of its
     # contents; name the nested manifest so the fix is obvious.
-    nested = sorted(p.relative_to(root).as_posix() for p in root.glob(f"*/{MANIFEST_NAME}"))
-    if from_archive and nested:
-        return f"archive members must be relative to the bundle root (found {nested[0]!r}); recreate it with: tar -C BUNDLE_DIR -czf BUNDLE.tar.gz ."
-    if nested:
-        return f"did you mean the directory {str(root / Path(nested[0]).parent)!r}?"
-    return "pass a bundle directory or .tar.gz archive made by edgesmith"
+    if root is None and nested:
+        hint = (f"archive members must be relative to the bundle root (found {nested[0]!r}); "
+                "recreate it with: tar -C BUNDLE_DIR -czf BUNDLE.tar.gz .")
+    elif nested and root is not None:
+        hint = f"did you mean the directory {str(root / Path(nested[0]).parent)!r}?"
+    else:
+        hint = "pass a bundle directory or .tar.gz archive made by edgesmith"
+    return BundleError(f"bundle {where}: {MANIFEST_NAME} not found at the bundle root; {hint}")
 
 
 def _fail(where: str, key: str, problem: str, fix: str = REBUILD) -> BundleError:

@@ -13,6 +13,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from .errors import BundleError, InputError, one_line
+from .limits import threads_problem
+from .texts import check_utf8
 from .tokenize import TextEncoder
 
 FORMATS = ("onnx",)  # artifact formats this classifier can run
@@ -43,6 +45,7 @@ def _checked_texts(texts: Iterable[str]) -> List[str]:
     for i, text in enumerate(items):
         if not isinstance(text, str):
             raise InputError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}), expected str")
+    check_utf8(items)  # a lone surrogate would end in a TypeError inside tokenizers
     return items
 
 
@@ -103,7 +106,10 @@ class Classifier:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: optimizer warnings are noise on a device's stderr
         if threads is not None:
-            options.intra_op_num_threads = _positive("threads", threads)
+            problem = threads_problem("threads", _positive("threads", threads), zero_is_all=False)
+            if problem:  # a thread pool of 100000 takes the machine down before the model even loads
+                raise InputError(problem)
+            options.intra_op_num_threads = threads
         try:
             return ort.InferenceSession(str(model_path), sess_options=options,
                                         providers=list(providers or ["CPUExecutionProvider"]))

@@ -6,7 +6,6 @@ calls main(); the code is here so every bundle runs the same, tested copy.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import List, Optional, Sequence
 
 from .bundle import load_bundle
 from .errors import BundleError
-from .texts import read_texts
+from .limits import MAX_BATCH_SIZE, batch_problem, cpu_count, threads_problem
+from .texts import json_line, read_texts
 
 PROG = "run.py"
 
@@ -39,14 +39,17 @@ def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
     parser.add_argument("--file", help="read texts from this file, one per line ('-' for stdin)")
     parser.add_argument("--artifact", default=settings.default_artifact, choices=settings.artifacts,
                         help="which model of the bundle to run (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="texts per inference call (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime (0 = all cores)")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help=f"texts per inference call, 1..{MAX_BATCH_SIZE} (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help=f"CPU threads for ONNX Runtime, 0..{cpu_count()} (0 = all cores, the default)")
     parser.add_argument("--bundle", default=str(settings.bundle_dir), help="bundle directory or .tar.gz (default: this one)")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    if args.threads < 0:
-        parser.error("--threads must be 0 or more")
+    # Checked before the bundle is opened; one line, never a silent clamp.
+    problem = (batch_problem("--batch-size", args.batch_size)
+               or threads_problem("--threads", args.threads, zero_is_all=True))
+    if problem:
+        parser.exit(2, f"{PROG}: {problem}\n")
     return args
 
 
@@ -61,5 +64,5 @@ def main(argv: Optional[Sequence[str]], settings: Settings) -> int:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     for text, prediction in zip(texts, predictions):
-        print(json.dumps({"text": text, **prediction}, ensure_ascii=False))
+        print(json_line({"text": text, **prediction}))
     return 0

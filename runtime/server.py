@@ -8,6 +8,10 @@ Standard library HTTP server plus the bundle's runtime:
 Errors are JSON {"error": "one line"} with a 4xx status for bad requests and
 500 (logged with its traceback here, never sent to the client) for failures.
 
+Under load: --workers threads handle requests (at most that many in flight),
+and connections beyond them wait in a --backlog deep listen queue instead of
+being reset; inference itself runs one batch at a time (App.lock).
+
 serve.py itself only holds the values baked in for its bundle (Settings);
 the artifacts run on runtime/server_backends.py.
 """
@@ -16,20 +20,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import queue
 import signal
 import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from .bundle import Bundle, load_bundle
 from .errors import BundleError, InputError, RequestError, one_line
+from .limits import (DEFAULT_WORKERS, MAX_BATCH_SIZE, MAX_BODY_BYTES, MAX_WORKERS, backlog_problem, batch_problem, cpu_count,
+                     default_backlog, out_of_range, threads_problem)
 from .server_backends import BACKENDS
+from .texts import check_utf8
 
 PROG = "serve.py"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -126,6 +134,10 @@ class App:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise RequestError(400, f'"texts"[{i}] is {json_type(text)}, expected a string')
+        try:  # a "\udcff" escape decodes to a lone surrogate, which no tokenizer takes
+            check_utf8(texts, '"texts"')
+        except InputError as exc:
+            raise RequestError(400, str(exc)) from None
         if len(texts) > self.max_batch:
             raise RequestError(413, f"{len(texts)} texts is over the limit of {self.max_batch} per request "
                                     "(--max-batch); split them over several requests")
@@ -190,6 +202,9 @@ class Handler(BaseHTTPRequestHandler):
                 body = {"status": "ok"}
             else:
                 body = app.metadata()
+                load = getattr(self.server, "load", None)  # an embedder's own server class may not count
+                if load is not None:
+                    body.update(load())
             self._send(200, body)
         except RequestError as exc:
             self._send(exc.status, {"error": exc.message}, exc.headers)
@@ -221,15 +236,19 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"request body ended after {len(raw)} of {length} bytes (Content-Length)")
         try:
             return json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise RequestError(400, "request body is not UTF-8 text") from None
+        except UnicodeDecodeError as exc:
+            raise RequestError(400, f"request body is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                                    f"{exc.start}); send the JSON encoded as UTF-8") from None
         except json.JSONDecodeError as exc:
             raise RequestError(400, f"request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
         except (ValueError, RecursionError) as exc:
             raise RequestError(400, f"request body is not usable JSON ({one_line(exc)})") from None
 
     def _send(self, status: int, body: Any, headers: Optional[Dict[str, str]] = None) -> None:
-        data = (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            data = (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate echoed back: \u escapes are still valid JSON
+            data = (json.dumps(body) + "\n").encode("ascii")
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -254,14 +273,79 @@ class Handler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), fmt % args)
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
+class Server(HTTPServer):
+    """HTTPServer with a fixed pool of `workers` threads and a `backlog`-deep listen queue.
 
-    def __init__(self, address: Tuple[str, int], handler: type, app: App) -> None:
+    The accept loop hands each connection to an idle worker and, while all of
+    them are busy, stops accepting: further connections wait in the kernel's
+    listen queue (instead of the default 5, which resets them under load) until
+    a worker is free. So at most `workers` requests are in flight, however many
+    clients connect, and none is refused while the queue has room.
+    """
+
+    daemon_threads = True  # kept for embedders that read it: the workers are daemon threads
+
+    def __init__(self, address: Tuple[str, int], handler: type, app: App, workers: int = DEFAULT_WORKERS,
+                 backlog: Optional[int] = None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.app = app
-        super().__init__(address, handler)
+        self.workers = workers
+        self.request_queue_size = backlog or default_backlog()  # listen() in server_activate takes it
+        self._slots = threading.Semaphore(workers)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._count_lock = threading.Lock()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        super().__init__(address, handler)  # binds and listens; raises OSError before any worker exists
+        self._pool = [threading.Thread(target=self._work, name=f"serve-worker-{i}", daemon=True)
+                      for i in range(workers)]
+        for thread in self._pool:
+            thread.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Runs in the accept loop: wait for a free worker, polling so shutdown() is never stuck here.
+        while not self._slots.acquire(timeout=0.5):
+            if self._stopping.is_set():
+                self.shutdown_request(request)
+                return
+        self._jobs.put((request, client_address))
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            request, client_address = job
+            with self._count_lock:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+                with self._count_lock:
+                    self.in_flight -= 1
+                self._slots.release()
+
+    def load(self) -> Dict[str, int]:
+        """The pool's size and use, for GET /metadata."""
+        with self._count_lock:
+            return {"workers": self.workers, "backlog": self.request_queue_size, "in_flight": self.in_flight,
+                    "peak_in_flight": self.peak_in_flight}
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        super().shutdown()
+
+    def server_close(self) -> None:
+        self._stopping.set()
+        super().server_close()
+        for _ in getattr(self, "_pool", ()):
+            self._jobs.put(None)  # each worker ends after the request it is handling
 
 
 def positive(text: str) -> int:
@@ -292,18 +376,32 @@ def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
                         help="TensorRT builder workspace in MiB (default: %(default)s)")
     parser.add_argument("--cudnn-conv-algo-search", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"), default="HEURISTIC",
                         help="CUDA provider's cuDNN convolution algorithm search (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for inference (0 = library default)")
-    parser.add_argument("--max-batch", type=positive, default=settings.shapes["batch"]["max"],
-                        help="most texts per request (default: %(default)s)")
-    parser.add_argument("--max-body-bytes", type=positive, default=DEFAULT_MAX_BODY_BYTES,
-                        help="largest request body accepted (default: %(default)s)")
+    largest = settings.shapes["batch"]["max"]
+    parser.add_argument("--threads", type=int, default=0,
+                        help=f"CPU threads for inference, 0..{cpu_count()} (0 = library default)")
+    parser.add_argument("--max-batch", type=int, default=largest,
+                        help=f"most texts per request, 1..{max(largest, MAX_BATCH_SIZE)} (default: %(default)s)")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                        help=f"largest request body accepted, 1..{MAX_BODY_BYTES} (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"requests handled at once, 1..{MAX_WORKERS}; more wait in the listen queue "
+                             "(default: %(default)s)")
+    parser.add_argument("--backlog", type=int, default=default_backlog(),
+                        help="connections the listen queue holds while every worker is busy (default: %(default)s)")
     parser.add_argument("--bundle", default=str(settings.bundle_dir), help="bundle directory or .tar.gz (default: this one)")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the bundle (faster start)")
     args = parser.parse_args(argv)
-    if args.threads < 0:
-        parser.error("--threads must be 0 or more")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
+    # Checked before the bundle is opened; one line, never a silent clamp.
+    problem = (threads_problem("--threads", args.threads, zero_is_all=True)
+               or batch_problem("--max-batch", args.max_batch, largest_profiled=largest, what="texts per request")
+               or out_of_range("--max-body-bytes", args.max_body_bytes, 1, MAX_BODY_BYTES,
+                               "a request body is read into memory whole")
+               or out_of_range("--workers", args.workers, 1, MAX_WORKERS, "each worker is a thread holding one request")
+               or backlog_problem("--backlog", args.backlog))
+    if problem:
+        parser.exit(2, f"{PROG}: {problem}\n")
     return args
 
 
@@ -326,13 +424,14 @@ def main(argv: Optional[Sequence[str]], settings: Settings) -> int:
         print(f"{PROG}: {one_line(exc, 1000)}", file=sys.stderr)
         return 2
     try:
-        server = Server((args.host, args.port), Handler, app)
+        server = Server((args.host, args.port), Handler, app, workers=args.workers, backlog=args.backlog)
     except OSError as exc:
         bundle.close()
         print(f"{PROG}: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
               "pick another --port or --host", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
+    log.info("%d workers, listen backlog %d", server.workers, server.request_queue_size)
     print(f"{PROG}: listening on http://{host}:{port} (artifacts: {', '.join(app.backends)})", flush=True)
     signal.signal(signal.SIGTERM, _stop)
     try:

@@ -122,8 +122,10 @@ def classify(engine_path: Path, name: str, texts: Sequence[str], *, tokenizer_pa
     import tensorrt as trt
 
     from .onnx_classifier import predictions
+    from .texts import check_utf8
     from .tokenize import TextEncoder
 
+    check_utf8(texts)  # a lone surrogate would end in a TypeError inside tokenizers
     engine = _load_engine(engine_path, name)
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]

@@ -83,11 +83,23 @@ def export_onnx(model_dir: Path, dst: Path, report_path: Path, params: ExportPar
             optimize=True,
             verbose=False,
         )
+        check_opset(tmp, params.opset, dst.name)
         checks = verify(tmp, reference, input_names, vocab, params.atol, max_sequence)
     report = {"opset": params.opset, "atol": params.atol, "attention": params.attention, "checks": checks,
               "max_abs_diff": max(c["max_abs_diff"] for c in checks)}
     write_json(report_path, report)
     return report
+
+
+def check_opset(onnx_path: Path, opset: int, name: str) -> None:
+    """The file must carry the opset that export.json records (the exporter may silently pick another)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    found = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if found != [opset]:
+        raise StageError(f"{name}: the exporter wrote ONNX opset {found[0] if found else 'none'}, not stages.export.opset = "
+                         f"{opset}; use an opset this torch exports ({OPSETS[0]} to {OPSETS[1]})")
 
 
 def verify(onnx_path: Path, reference, input_names: tuple[str, ...], vocab: int, atol: float, max_sequence: int) -> list[dict[str, Any]]:

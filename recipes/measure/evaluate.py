@@ -60,6 +60,8 @@ def evaluate(fmt: str, artifact: Path, size_paths: list[Path], data_dir: Path, t
     metrics: dict[str, Any] = {
         "examples": len(examples),
         "accuracy": float((pred == gold).mean()),
+        # What always answering the most frequent eval label scores: a model at or below it learned nothing.
+        "majority_accuracy": float(np.bincount(gold, minlength=len(labels)).max() / len(gold)),
         "size_bytes": sum(artifact_size(p) for p in size_paths),
         "compressed_bytes": sum(compressed_size(p) for p in size_paths if p.is_file()),
     }

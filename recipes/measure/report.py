@@ -8,6 +8,7 @@ has been written with the failure marked, so the numbers can be read.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +30,9 @@ class Gates:
     # artifact can run on the build host.
     max_latency_ms: Optional[float] = bounded(None, min=0.0, min_exclusive=True, max=1e8)
     max_batch_latency_ms: Optional[float] = bounded(None, min=0.0, min_exclusive=True, max=1e8)
+    # The teacher's own eval accuracy (absolute): every other gate is relative to the teacher,
+    # so nothing else catches a teacher that learned nothing. Profile-wide [gates] only.
+    min_teacher_accuracy: Optional[float] = bounded(None, min=0.0, max=1.0)
 
 MB = 1_000_000
 
@@ -107,7 +111,7 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
                       and a.get("model", "teacher") == "teacher"), None)
     reference_size = _load(reference["metrics"])["size_bytes"] if reference else t_metrics["size_bytes"]
     reference_name = f"{reference['name']} (the teacher's fp32 ONNX)" if reference else "the teacher's fp32 checkpoint"
-    failures = []
+    failures, warnings = teacher_checks(teacher, t_metrics)
     for art in artifacts:
         m = _load(art["metrics"])
         lat = latency["median_ms"].get(art["name"], {})
@@ -135,7 +139,25 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         "models": {name: {"record": _load(path), "summary": model_summary(_load(path))} for name, path in (models or {}).items()},
         "artifacts": rows,
         "gate_failures": failures,
+        "warnings": warnings,
     }
+
+
+def teacher_checks(teacher: dict[str, Any], t_metrics: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The teacher's absolute gate, and loud warnings: a teacher no better than the majority class, the data stage's warnings."""
+    failures, warnings = [], []
+    floor = teacher.get("min_accuracy")
+    if floor is not None and t_metrics["accuracy"] < floor:
+        failures.append(f"teacher: accuracy {t_metrics['accuracy']:.3f} < min_teacher_accuracy {floor}")
+    majority = t_metrics.get("majority_accuracy")
+    if majority is not None and t_metrics["accuracy"] <= majority:
+        warnings.append(f"the teacher scores {t_metrics['accuracy']:.3f}, no better than always answering the most frequent "
+                        f"label ({majority:.3f}): it learned nothing, and every gate relative to it is meaningless; check the "
+                        "data and stages.finetune (epochs, learning_rate)")
+    data_json = Path(teacher["data_dir"]) / "data.json" if teacher.get("data_dir") else None
+    if data_json is not None and data_json.is_file():
+        warnings += [str(w) for w in _load(str(data_json)).get("warnings", [])]
+    return failures, warnings
 
 
 def _pct(x: float | None) -> str:
@@ -156,6 +178,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         + " | ".join(f"b{x} ms" for x in b) + " | " + " | ".join(f"speed-up b{x}" for x in b) + " | gates |",
         "|" + "---|" * (10 + 2 * len(b) + 1),
     ]
+    lines[2:2] = [f"**WARNING: {w}**\n" for w in report.get("warnings", [])]
     for r in report["artifacts"]:
         cells = [
             r["name"], r["model"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
@@ -282,6 +305,8 @@ class ReportArgs:
 def build(args: ReportArgs) -> dict[str, Any]:
     source = args.profile_source.as_posix()
     report = build_report(args.target, source, args.teacher, list(args.artifacts), str(args.latency), args.models)
+    for warning in report["warnings"]:
+        print(f"edgesmith: WARNING: {warning}", file=sys.stderr)
     write_json(args.out_json, report)
     with atomic_path(args.out_md) as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")

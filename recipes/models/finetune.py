@@ -58,8 +58,8 @@ def build(args: FinetuneArgs) -> dict[str, Any]:
     labels = load_labels(args.data_dir / "data.json")
     train_split = load_split(args.data_dir / "train.jsonl")
     label_ids = {l: i for i, l in enumerate(labels)}
-    model = load_classifier(args.model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_ids,
-                            ignore_mismatched_sizes=True)
+    model = load_classifier(args.model_dir, new_head=True, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                            label2id=label_ids)
     encoder = Encoder(args.model_dir / "tokenizer.json", params.max_length)
 
     head = [p for n, p in model.named_parameters() if n.startswith(HEAD_PREFIXES)]

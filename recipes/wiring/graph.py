@@ -161,6 +161,8 @@ class Graph:
         }
         if signature:
             spec["signature"] = signature
+        # Outputs changed since their stage wrote them are removed here, so SCons rebuilds them.
+        self.env.EdgesmithCheckOutputs(stage.name, spec["lock_path"], [self.rel(t) for t in targets])
         value = self.env.Value(canonical_json(spec))
         nodes = self.env.EdgesmithStage(target=[str(t) for t in targets], source=[value] + [str(s) for s in sources])
         self.env.Depends(nodes, [str(self.root / f) for f in module_files(stage)])
@@ -168,7 +170,27 @@ class Graph:
         return nodes
 
     def stage_dir(self, name: str, identity: Any) -> Path:
-        return self.build / "stages" / f"{name}-{short_hash(to_plain(identity, self.rel))}"
+        """build/stages/<name>-<hash of what determines the output>.
+
+        Build outputs enter the hash by path (their own directories are keyed
+        this way), the user's inputs (data files, the checkpoint) by content, so
+        switching data= or model= back and forth reuses stages instead of
+        overwriting them, and the key is the same in every checkout."""
+        return self.build / "stages" / f"{name}-{short_hash(to_plain(identity, self.identity_of))}"
+
+    def identity_of(self, path: Path) -> str:
+        path = Path(path).absolute()
+        if path.is_relative_to(self.build) or path.is_relative_to(self.templates):
+            return self.rel(path)
+        if path == self.info.root.absolute():
+            return "content:" + short_hash([[f.name, self.content(f)] for f in self.info.files], 16)
+        if path.is_file():
+            return "content:" + self.content(path)
+        return self.rel(path)
+
+    def content(self, path: Path) -> str:
+        """The file's content signature, as SCons computes and caches it (re-read only when its timestamp moves)."""
+        return self.env.File(str(path)).get_csig()
 
     def checkpoint_targets(self, out: Path, summary: str) -> list[Path]:
         tokenizer = [f.name for f in self.info.files if f.name not in ("config.json", "model.safetensors")]
@@ -248,12 +270,13 @@ class Graph:
                       "gates": profile.gates_for(b.spec)} for b in built)
         args = report.ReportArgs(
             target=profile.name, profile_source=Path(profile.source),
-            teacher={"format": "torch", "metrics": t_eval / "metrics.json", "model_dir": teacher.dir, "data_dir": self.data_dir},
+            teacher={"format": "torch", "metrics": t_eval / "metrics.json", "model_dir": teacher.dir, "data_dir": self.data_dir,
+                     "min_accuracy": profile.gates.min_teacher_accuracy},
             artifacts=rows, latency=lat,
             # What pruning and distillation did to each model (sparsity, heads, widths, layers).
             models={b.spec.model: b.model.record for b in built if b.model.record},
             out_json=tdir / "report.json", out_md=tdir / "report.md", out_html=tdir / "report.html", out_png=tdir / "report.png")
-        sources = ([t_eval / "metrics.json", lat] + [evals[b.spec.name] / "metrics.json" for b in built]
+        sources = ([t_eval / "metrics.json", lat, self.data_dir / "data.json"] + [evals[b.spec.name] / "metrics.json" for b in built]
                    + [b.details for b in built if b.details] + [b.model.record for b in built if b.model.record])
         return self.stage(report.STAGE, [args.out_json, args.out_md, args.out_html, args.out_png], sources, args)
 

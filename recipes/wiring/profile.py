@@ -190,6 +190,8 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
         if isinstance(spec.quantize, Int8DynActInt4Weight) and spec.quantize.group_size % 32:
             raise bad(f"{key}.quantize.group_size", f" = {spec.quantize.group_size}: XNNPACK's 4-bit linear needs a positive "
                       "multiple of 32 (32, 64, 128, ...)")
+        if spec.gates.min_teacher_accuracy is not None:
+            raise bad(f"{key}.gates.min_teacher_accuracy", ": gates the teacher, not an artifact; set it in the profile's [gates]")
         for option in ARTIFACT_OPTIONS:
             if getattr(spec, option.key) is not None and spec.format not in option.formats:
                 raise bad(f"{key}.{option.key}", f": {option.doc}; it applies to {' and '.join(option.formats)} artifacts, "

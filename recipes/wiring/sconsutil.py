@@ -5,6 +5,7 @@ profiles and hands them to recipes.wiring.graph. Cheap: json/toml reading only.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,38 @@ from recipes.inputs.data import DataParams, check_path
 from recipes.errors import ConfigError
 from recipes.wiring.graph import Graph, Inputs
 from recipes.wiring.profile import load_profile, profile_names
+
+
+# The command-line variables that choose what a build reads (and so which stage outputs it makes).
+INPUT_VARIABLES = ("model", "data", "eval_data", "text_column", "label_column", "eval_fraction")
+
+
+def _last_inputs_file(root: Path) -> Path:
+    return root / "build" / ".last-inputs.json"
+
+
+def remember_inputs(root: Path, values: dict) -> None:
+    """Record the inputs of this build, for `scons -c` (written only when they change)."""
+    path = _last_inputs_file(root)
+    text = json.dumps({k: str(v) for k, v in values.items()}, sort_keys=True) + "\n"
+    try:
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # only a convenience for cleaning; never fail a build over it
+
+
+def last_inputs(root: Path, arguments: dict) -> dict:
+    """`arguments` with the last build's inputs filled in where this command line does not give them."""
+    try:
+        last = json.loads(_last_inputs_file(root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return dict(arguments)
+    return {**{k: v for k, v in last.items() if k in INPUT_VARIABLES}, **arguments}
 
 
 def reject_unknown_variables(unknown: dict, known: list[str]) -> None:

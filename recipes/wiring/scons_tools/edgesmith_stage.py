@@ -29,6 +29,9 @@ import tempfile
 import SCons.Action
 import SCons.Builder
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import edgesmith_verified as verified  # noqa: E402  (beside this tool; SCons loads tools by path, not as a package)
+
 EXTERNAL_PREFIX = "@external:"
 
 
@@ -66,15 +69,27 @@ def _finished_before(stamp: str, signature: str, target) -> bool:
             recorded = json.load(fh)
     except (OSError, ValueError):
         return False
-    return recorded.get("signature") == signature and recorded.get("outputs") == _outputs_state(target)
+    outputs = {path: entry[:2] for path, entry in (recorded.get("outputs") or {}).items()}
+    return recorded.get("signature") == signature and outputs == _outputs_state(target)
 
 
 def _write_stamp(stamp: str, signature: str, target) -> None:
+    """The build signature, and size, mtime and sha256 of every output (verified before later use)."""
     os.makedirs(os.path.dirname(stamp), exist_ok=True)
+    record = verified.outputs_record([node.get_abspath() for node in target])
+    outputs = None if record is None else {node.get_internal_path(): record[node.get_abspath()] for node in target}
     tmp = f"{stamp}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"signature": signature, "outputs": _outputs_state(target)}, fh, sort_keys=True)
+        json.dump({"signature": signature, "outputs": outputs}, fh, sort_keys=True)
     os.replace(tmp, stamp)
+
+
+def check_outputs(env, stage: str, lock_path: str, targets: list[str]) -> None:
+    """While the build files are read: rebuild a stage whose outputs changed since it wrote them."""
+    root = env["EDGESMITH_ROOT"]
+    build_dir = os.path.dirname(os.path.join(root, lock_path))
+    name = hashlib.sha256(targets[0].encode()).hexdigest()[:24]
+    verified.check_outputs(stage, os.path.join(build_dir, ".stamps", f"{name}.json"), root, targets)
 
 
 def _remove(path: str) -> None:
@@ -134,6 +149,9 @@ def _precious(target, source, env):
 def generate(env):
     action = SCons.Action.Action(run_stage, describe_stage)
     env["BUILDERS"]["EdgesmithStage"] = SCons.Builder.Builder(action=action, emitter=_precious)
+    env.AddMethod(check_outputs, "EdgesmithCheckOutputs")
+    # cache=DIR entries carry their sha256 and are checked before use.
+    env["CACHEDIR_CLASS"] = verified.VerifiedCacheDir
 
 
 def exists(env):
