@@ -62,3 +62,16 @@ def stages_run(proc: subprocess.CompletedProcess) -> list[tuple[str, str]]:
 @pytest.fixture
 def project(tmp_path) -> Path:
     return make_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def tiny_built(tmp_path_factory, tiny_model, tiny_data):
+    """One full `target=tiny` build, shared by the modules that only read it or clone it.
+
+    Built with a fresh cache=DIR, so it also fills a cache for the tests that need one.
+    Returns (project, args, first build's CompletedProcess, cache dir)."""
+    project = make_project(tmp_path_factory.mktemp("built") / "project")
+    cache = tmp_path_factory.mktemp("cache") / "cache"
+    args = ("target=tiny", f"model={tiny_model}", f"data={tiny_data}")
+    first = scons(project, *args, f"cache={cache}")
+    return project, args, first, cache

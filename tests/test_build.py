@@ -22,10 +22,8 @@ HEAVY = ("torch", "transformers", "onnx", "onnxruntime", "tensorrt", "executorch
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model, tiny_data):
-    project = make_project(tmp_path_factory.mktemp("built") / "project")
-    args = ("target=tiny", f"model={tiny_model}", f"data={tiny_data}")
-    first = scons(project, *args)
+def built(tiny_built):
+    project, args, first, _ = tiny_built
     return project, args, first
 
 

@@ -28,11 +28,8 @@ def warnings_of(proc) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model, tiny_data):
-    project = make_project(tmp_path_factory.mktemp("trust") / "project")
-    cache = tmp_path_factory.mktemp("trust-cache") / "cache"
-    args = ("target=tiny", f"model={tiny_model}", f"data={tiny_data}")
-    scons(project, *args, f"cache={cache}")
+def built(tiny_built):
+    project, args, _, cache = tiny_built
     return project, args, cache
 
 
@@ -54,8 +51,10 @@ def test_corrupt_cache_entry_is_evicted_reported_and_rebuilt(built, tmp_path):
     second = make_project(tmp_path / "second")
     proc = scons(second, *args, f"cache={corrupt}")
     lines = warnings_of(proc)
-    assert len(lines) == 1 and "is not used" in lines[0] and "model.onnx" in lines[0], proc.stderr
-    assert [s for s, _ in stages_run(proc)] == ["quantize"]
+    # The model's bytes are cached twice (the quantize stage's output and its copy in the bundle);
+    # whichever entry was flipped, exactly its stage runs again.
+    assert len(lines) == 1 and "is not used" in lines[0] and ".onnx" in lines[0], proc.stderr
+    assert [s for s, _ in stages_run(proc)] in (["quantize"], ["bundle"])
     assert not bad.exists() or bad.read_bytes() != bytes(data)  # evicted (and re-pushed intact)
     assert (second / "dist" / TAR).read_bytes() == (project / "dist" / TAR).read_bytes()
 
@@ -177,7 +176,11 @@ def test_switching_data_back_and_forth_reuses_stages(built, tmp_path):
     with_other = [a if not a.startswith("data=") else f"data={other}" for a in args]
     assert "data" in [s for s, _ in stages_run(scons(project, *with_other))]
     again = scons(project, *args)
-    assert stages_run(again) == [], again.stdout
+    # Every stage directory of A is reused as it is; only the target's own products
+    # (build/tiny/: latency, report, stubs, bundle; dist/) are made again from them.
+    rerun = [(s, t) for s, t in stages_run(again) if t.startswith("build/stages/")]
+    assert rerun == [], again.stdout
+    assert {s for s, _ in stages_run(again)} <= {"latency", "report", "stub", "bundle", "archive"}
 
 
 @pytest.mark.slow

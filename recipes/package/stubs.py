@@ -112,7 +112,7 @@ def output_path(stub_dir: Path, template: str, java_package: str) -> Path:
     return stub_dir / name
 
 
-def declare(g: "Graph", teacher: "Model", shipped: list["Built"], default: str, manifest_artifacts: list[dict],
+def declare(g: "Graph", shipped: list["Built"], default: str, manifest_artifacts: list[dict],
             stub_dir: Path, runtime_version: str) -> list[Path]:
     """Render the profile's stub templates; returns the generated files (for the bundle)."""
     from recipes.errors import ConfigError, ProfileError
@@ -137,8 +137,12 @@ def declare(g: "Graph", teacher: "Model", shipped: list["Built"], default: str, 
         except ConfigError as e:
             raise ProfileError(f"{p.source}: stubs.{e}") from None
         context.update(java_package=package, executorch_version=g.package_version("executorch"))
+    # Only Java stubs read the tokenizer (the input checkpoint's; the teacher's is a copy of it),
+    # so new weights, or another checkpoint with the same labels, do not regenerate Python stubs.
+    tokenizer = g.info.root / "tokenizer.json" if java else None
     args = StubArgs(templates=p.stubs.templates, outputs=tuple(outputs), context=context,
-                    data_json=g.data_dir / "data.json", tokenizer_json=teacher.tokenizer if java else None, vocab_txt=vocab)
+                    data_json=g.data_dir / "data.json", tokenizer_json=tokenizer, vocab_txt=vocab)
     g.stage(STAGE, outputs + ([vocab] if vocab else []),
-            [g.data_dir / "data.json", teacher.tokenizer] + [g.templates / f"{t}.jinja" for t in p.stubs.templates], args)
+            [g.data_dir / "data.json"] + ([tokenizer] if tokenizer else [])
+            + [g.templates / f"{t}.jinja" for t in p.stubs.templates], args)
     return outputs + ([vocab] if vocab else [])

@@ -11,6 +11,8 @@ Nothing here imports a heavy library.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -106,6 +108,7 @@ class Graph:
         self.runtime = root / "runtime"
         self.inputs = inputs
         self._nodes: dict[str, list] = {}
+        self._rows_cache: dict[str, str] | None = None
         # Set by `target` for the profile being declared; stage modules read them.
         self.profile: Profile | None = None
         self.data_dir: Path | None = None
@@ -184,6 +187,8 @@ class Graph:
             return self.rel(path)
         if path == self.info.root.absolute():
             return "content:" + short_hash([[f.name, self.content(f)] for f in self.info.files], 16)
+        if path in {Path(p).absolute() for p in (self.inputs.data, self.inputs.eval_data) if p}:
+            return "rows:" + self.rows_identity(path)
         if path.is_file():
             return "content:" + self.content(path)
         return self.rel(path)
@@ -191,6 +196,39 @@ class Graph:
     def content(self, path: Path) -> str:
         """The file's content signature, as SCons computes and caches it (re-read only when its timestamp moves)."""
         return self.env.File(str(path)).get_csig()
+
+    def rows_identity(self, path: Path) -> str:
+        """A dataset's identity that ignores the order of its rows.
+
+        The data stage sorts examples by id, so reordered rows give the same
+        splits: keyed by the sorted lines, such a file lands in the same stage
+        directory and the rebuilt, identical splits stop the rebuild there.
+        (Two different datasets that shared a key would only cost a rebuild:
+        SCons still tracks the file's real content.) Cached by SCons' content
+        signature, so a no-op build reads nothing."""
+        csig = self.content(path)
+        cache = self.build / ".rows-identity.json"
+        if self._rows_cache is None:
+            try:
+                self._rows_cache = json.loads(cache.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self._rows_cache = {}
+        if csig not in self._rows_cache:
+            if path.suffix.lower() in (".csv", ".tsv", ".jsonl"):
+                lines = path.read_bytes().splitlines()
+                head, rows = (lines[:1], lines[1:]) if path.suffix.lower() != ".jsonl" else ([], lines)
+                digest = hashlib.sha256(b"\n".join(head + sorted(r for r in rows if r.strip()))).hexdigest()[:20]
+            else:
+                digest = csig
+            self._rows_cache[csig] = digest
+            try:
+                self.build.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(".tmp")
+                tmp.write_text(json.dumps(self._rows_cache, sort_keys=True), encoding="utf-8")
+                tmp.replace(cache)
+            except OSError:
+                pass  # only a cache
+        return self._rows_cache[csig]
 
     def checkpoint_targets(self, out: Path, summary: str) -> list[Path]:
         tokenizer = [f.name for f in self.info.files if f.name not in ("config.json", "model.safetensors")]
@@ -289,7 +327,7 @@ class Graph:
                                "lineage": b.model.lineage, "quantization": to_plain(b.spec.quantize), **b.manifest}
                               for b in shipped]
         stub_dir = tdir / "stub"
-        stub_files = stubs.declare(self, teacher, shipped, default, manifest_artifacts, stub_dir, VERSION)
+        stub_files = stubs.declare(self, shipped, default, manifest_artifacts, stub_dir, VERSION)
 
         copies = [pair for b in shipped for pair in b.bundle]
         copies += [(teacher.dir / n, f"tokenizer/{n}") for n in ("tokenizer.json", "tokenizer_config.json")
