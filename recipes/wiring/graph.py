@@ -108,7 +108,7 @@ class Graph:
         self.runtime = root / "runtime"
         self.inputs = inputs
         self._nodes: dict[str, list] = {}
-        self._rows_cache: dict[str, str] | None = None
+        self._ids: dict[str, str] | None = None
         # Set by `target` for the profile being declared; stage modules read them.
         self.profile: Profile | None = None
         self.data_dir: Path | None = None
@@ -194,8 +194,35 @@ class Graph:
         return self.rel(path)
 
     def content(self, path: Path) -> str:
-        """The file's content signature, as SCons computes and caches it (re-read only when its timestamp moves)."""
-        return self.env.File(str(path)).get_csig()
+        """sha256 of a user's input file, cached by (path, size, mtime): a no-op build hashes nothing."""
+        st = path.stat()
+        key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+        cache = self._id_cache()
+        if key not in cache:
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            cache[key] = digest.hexdigest()[:32]
+            self._save_id_cache()
+        return cache[key]
+
+    def _id_cache(self) -> dict[str, str]:
+        if self._ids is None:
+            try:
+                self._ids = json.loads((self.build / ".input-ids.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self._ids = {}
+        return self._ids
+
+    def _save_id_cache(self) -> None:
+        try:
+            self.build.mkdir(parents=True, exist_ok=True)
+            tmp = self.build / ".input-ids.json.tmp"
+            tmp.write_text(json.dumps(self._ids, sort_keys=True), encoding="utf-8")
+            tmp.replace(self.build / ".input-ids.json")
+        except OSError:
+            pass  # only a cache
 
     def rows_identity(self, path: Path) -> str:
         """A dataset's identity that ignores the order of its rows.
@@ -204,31 +231,19 @@ class Graph:
         splits: keyed by the sorted lines, such a file lands in the same stage
         directory and the rebuilt, identical splits stop the rebuild there.
         (Two different datasets that shared a key would only cost a rebuild:
-        SCons still tracks the file's real content.) Cached by SCons' content
-        signature, so a no-op build reads nothing."""
-        csig = self.content(path)
-        cache = self.build / ".rows-identity.json"
-        if self._rows_cache is None:
-            try:
-                self._rows_cache = json.loads(cache.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self._rows_cache = {}
-        if csig not in self._rows_cache:
+        SCons still tracks the file's real content.) Cached with the file's
+        sha256, so a no-op build reads nothing."""
+        key = "rows:" + self.content(path)
+        cache = self._id_cache()
+        if key not in cache:
             if path.suffix.lower() in (".csv", ".tsv", ".jsonl"):
                 lines = path.read_bytes().splitlines()
                 head, rows = (lines[:1], lines[1:]) if path.suffix.lower() != ".jsonl" else ([], lines)
-                digest = hashlib.sha256(b"\n".join(head + sorted(r for r in rows if r.strip()))).hexdigest()[:20]
+                cache[key] = hashlib.sha256(b"\n".join(head + sorted(r for r in rows if r.strip()))).hexdigest()[:20]
             else:
-                digest = csig
-            self._rows_cache[csig] = digest
-            try:
-                self.build.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(".tmp")
-                tmp.write_text(json.dumps(self._rows_cache, sort_keys=True), encoding="utf-8")
-                tmp.replace(cache)
-            except OSError:
-                pass  # only a cache
-        return self._rows_cache[csig]
+                cache[key] = key
+            self._save_id_cache()
+        return cache[key]
 
     def checkpoint_targets(self, out: Path, summary: str) -> list[Path]:
         tokenizer = [f.name for f in self.info.files if f.name not in ("config.json", "model.safetensors")]
