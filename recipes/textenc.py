@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 from runtime.tokenize import TextEncoder
 

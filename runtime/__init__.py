@@ -18,8 +18,17 @@ from __future__ import annotations
 
 from .bundle import Bundle, load_bundle
 from .errors import BundleError, InputError
-from .onnx_classifier import Classifier
-
 from .version import VERSION as __version__
+
+
+def __getattr__(name: str):
+    # Classifier (and numpy with it) is imported on first use: the build system
+    # imports runtime.integrity and runtime.tokenize while SCons reads the build
+    # files, and a no-op build should not pay for numpy.
+    if name == "Classifier":
+        from .onnx_classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["Bundle", "BundleError", "Classifier", "InputError", "__version__", "load_bundle"]

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 from .errors import BundleError, one_line
 
@@ -59,6 +59,7 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str]) -> Dict[str, np.ndarray]:
         """input_ids, attention_mask and token_type_ids, each int64 [len(texts), length]."""
+        import numpy as np
         encodings = self.tokenizer.encode_batch(list(texts))
         input_ids = np.array([e.ids for e in encodings], dtype=np.int64)
         attention_mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)

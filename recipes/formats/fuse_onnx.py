@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 from recipes.errors import StageError
 from recipes.formats.model_io import VERIFY_SHAPES, verification_inputs
@@ -129,6 +129,7 @@ def split_skip_layernorm(model) -> int:
 
 def fuse(src: Path, dst: Path, report: Path, input_names: tuple[str, ...], vocab_size: int, atol: float,
          max_sequence: int) -> dict[str, Any]:
+    import numpy as np
     import onnx
     import onnx_ir as ir
     import onnxruntime as ort

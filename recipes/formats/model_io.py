@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 # (batch, sequence) pairs checked after export; the first is the trace example.
 VERIFY_SHAPES = ((2, 16), (1, 7), (3, 40), (4, 128))
@@ -18,6 +18,7 @@ VERIFY_SHAPES = ((2, 16), (1, 7), (3, 40), (4, 128))
 
 def verification_inputs(vocab_size: int, input_names: tuple[str, ...], batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
     """Random ids with a ragged attention mask (every row but the first padded)."""
+    import numpy as np
     rng = np.random.default_rng(seed)
     ids = rng.integers(1, vocab_size, size=(batch, seq), dtype=np.int64)
     mask = np.ones((batch, seq), dtype=np.int64)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 from recipes.errors import StageError
 from recipes.formats.model_io import VERIFY_SHAPES, verification_inputs
@@ -103,6 +103,7 @@ def check_opset(onnx_path: Path, opset: int, name: str) -> None:
 
 
 def verify(onnx_path: Path, reference, input_names: tuple[str, ...], vocab: int, atol: float, max_sequence: int) -> list[dict[str, Any]]:
+    import numpy as np
     import onnxruntime as ort
     import torch
 

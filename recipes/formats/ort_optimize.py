@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 from recipes.errors import StageError
 from recipes.formats.model_io import VERIFY_SHAPES, verification_inputs
@@ -66,6 +66,7 @@ def _op_counts(path: Path) -> dict[str, int]:
 
 
 def build(args: OrtOptimizeArgs) -> dict[str, Any]:
+    import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()

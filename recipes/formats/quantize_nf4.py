@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 from recipes.errors import StageError
 from recipes.fsutil import atomic_dir, dir_manifest, write_json
@@ -91,6 +91,7 @@ def plan_skips(model: Any, head_prefixes: tuple[str, ...]) -> tuple[list[dict[st
 
 
 def _logits(model: Any, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
+    import numpy as np
     import torch
 
     device = next(model.parameters()).device
@@ -102,6 +103,7 @@ def _logits(model: Any, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
 
 
 def compare(logits: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    import numpy as np
     if not np.isfinite(logits).all():
         raise StageError("nf4: the quantized model produced non-finite logits; keep more layers in full precision "
                          "or use another quantization for this model")
@@ -124,6 +126,7 @@ def quantize_nf4(model_dir: Path, dst: Path, report_path: Path, params: Nf4, *, 
                  threads: int = 0) -> dict[str, Any]:
     """Write the nf4 checkpoint (config.json, model.safetensors, tokenizer files, manifest.json)
     into `dst` and a report to `report_path`; `texts` are the verification inputs."""
+    import numpy as np
     from recipes.measure.nf4_runner import linear_layers, load_nf4, require_packages, set_compute_dtype
 
     require_packages()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 from recipes.errors import ConfigError, StageError
 from recipes.formats.dynamic_int8 import DynamicInt8
@@ -187,6 +187,7 @@ def reference_model(model_dir: Path):
 def verify(run: Callable[[dict[str, np.ndarray]], np.ndarray], reference, vocab: int, input_names: tuple[str, ...],
            max_sequence: int, atol: float | None, what: str) -> dict[str, Any]:
     """Compare `run` with the reference on padded batches; fail above `atol` (None: report only)."""
+    import numpy as np
     import torch
 
     checks = []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 from recipes.fsutil import atomic_path, write_json
 from recipes.inputs.data import load_labels, load_split
@@ -46,6 +46,7 @@ def artifact_size(path: Path) -> int:
 def evaluate(fmt: str, artifact: Path, size_paths: list[Path], data_dir: Path, tokenizer_json: Path, max_length: int,
              input_names: tuple[str, ...], dst_metrics: Path, dst_logits: Path, teacher_logits: Path | None = None,
              batch_size: int = EVAL_BATCH) -> dict[str, Any]:
+    import numpy as np
     labels = load_labels(data_dir / "data.json")
     examples = load_split(data_dir / "eval.jsonl")
     encoder = Encoder(tokenizer_json, max_length)

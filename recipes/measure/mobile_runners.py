@@ -11,12 +11,13 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
-Feeds = dict[str, np.ndarray]
+Feeds = dict  # name -> int64 numpy array (numpy is imported where arrays are made)
 
 
 def _tensors(feeds: Feeds, input_names: tuple[str, ...]) -> list:
+    import numpy as np
     import torch
 
     return [torch.from_numpy(np.ascontiguousarray(feeds[n], dtype=np.int64)) for n in input_names]
@@ -117,6 +118,7 @@ class PteRunner:
         self.max_batch = min(max_batch, self.max_shape[0]) if max_batch > 0 else self.max_shape[0]
 
     def __call__(self, feeds: Feeds) -> np.ndarray:
+        import numpy as np
         n, seq = feeds[self.input_names[0]].shape
         if seq > self.max_shape[1]:
             raise ValueError(f"sequence length {seq} exceeds this .pte's bound {self.max_shape[1]}")

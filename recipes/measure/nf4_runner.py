@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
 from recipes.errors import StageError
 from runtime import nf4
 from runtime.errors import BundleError
 
-Feeds = dict[str, np.ndarray]
+Feeds = dict  # name -> int64 numpy array (numpy is imported where arrays are made)
 DEVICES = nf4.DEVICES
 # Pure functions of a loaded model: nothing to adapt.
 linear_layers = nf4.linear_layers
@@ -72,6 +72,7 @@ class Nf4Runner:
         self.input_names = tuple(input_names)
 
     def __call__(self, feeds: Feeds) -> np.ndarray:
+        import numpy as np
         torch = self._torch
         with torch.inference_mode():
             inputs = {k: torch.from_numpy(np.ascontiguousarray(feeds[k])).to(self.device) for k in self.input_names}

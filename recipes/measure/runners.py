@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Protocol
 
-import numpy as np
+# numpy is imported inside functions: SCons imports this module while reading the build files.
 
-Feeds = dict[str, np.ndarray]
+Feeds = dict  # name -> int64 numpy array (numpy is imported where arrays are made)
 
 
 class Runner(Protocol):
@@ -51,6 +51,7 @@ class OnnxRunner:
         self.input_names = tuple(i.name for i in self.session.get_inputs())
 
     def __call__(self, feeds: Feeds) -> np.ndarray:
+        import numpy as np
         return self.session.run(None, {k: feeds[k] for k in self.input_names})[0].astype(np.float32)
 
 
