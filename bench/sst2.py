@@ -43,6 +43,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def shown_path(path: Path) -> str:
+    """A path as results files name it: relative to the repo (e.g. ../shared/...), never this machine's absolute path."""
+    return os.path.relpath(Path(path).resolve(), ROOT)
+
+
 def write_subset(src: Path, dst: Path, text_column: str, size: int | None, prefix: str) -> int:
     """Every k-th row of `src` (a stated, deterministic subset) as id,text,label CSV."""
     with open(src, newline="", encoding="utf-8") as fh:
@@ -137,7 +142,7 @@ def main() -> None:
                                              ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tokenizers")) + ".",
         "",
         f"Teacher: all-MiniLM-L6-v2 fine-tuned on {n_train} SST-2 train sentences (every "
-        f"{'' if not args.train_size else f'{67349 / n_train:.1f}-th '}row of {args.data_dir / 'train.tsv'}); "
+        f"{'' if not args.train_size else f'{67349 / n_train:.1f}-th '}row of {shown_path(args.data_dir / 'train.tsv')}); "
         f"evaluated on all {n_dev} SST-2 dev sentences. This run's build (scons -j2; incremental, so only the stages "
         f"whose inputs changed ran): {build_s / 60:.1f} min. One dev example is {100 / n_dev:.2f} points of accuracy, and "
         f"the standard error of an accuracy near {pct(teacher['accuracy'])} on {n_dev} examples is "

@@ -35,6 +35,7 @@ from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
 from recipes.wiring.signature import canonical_json, short_hash, to_plain
 from recipes.wiring.stage import Stage
 from recipes.wiring.stage_table import module_files
+from runtime.integrity import sha256_file
 from runtime.version import VERSION
 
 
@@ -199,11 +200,7 @@ class Graph:
         key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
         cache = self._id_cache()
         if key not in cache:
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            cache[key] = digest.hexdigest()[:32]
+            cache[key] = sha256_file(path)[:32]
             self._save_id_cache()
         return cache[key]
 

@@ -18,11 +18,10 @@ Two places can hand a stage a file that is not what was built:
   that cannot be written (read-only filesystem, no permission) is a one-line
   warning, and the build reads from it without writing.
 
-Standard library and SCons only: this runs inside SCons.
+Standard library, SCons and runtime.integrity only: this runs inside SCons.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -30,16 +29,8 @@ import sys
 import SCons.CacheDir
 import SCons.Errors
 
-CHUNK = 1 << 20
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
+# SConstruct puts the repository on sys.path before the tools load; the runtime's hasher is the one the bundle verifies with.
+from runtime.integrity import sha256_file
 
 def warn(message: str) -> None:
     print(f"edgesmith: warning: {message}", file=sys.stderr)
