@@ -5,20 +5,46 @@ a Bundle object is only ever handed out for contents that match the manifest.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
+import sys
 import tempfile
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from .archive import extract_archive
+from .cpu_features import host_features, lacking
 from .errors import BundleError
 from .integrity import verify_files
 from .manifest import Manifest, read_manifest
 
 if TYPE_CHECKING:
     from .onnx_classifier import Classifier
+
+# Artifact formats this runtime runs, and the module and class that run each
+# (imported when used: numpy and the runtime library load only then).
+CLASSIFIERS = {"onnx": ("onnx_classifier", "Classifier"), "openvino": ("openvino_classifier", "OpenVinoClassifier")}
+
+
+def _classifier_class(fmt: str) -> Any:
+    module, name = CLASSIFIERS[fmt]
+    return getattr(importlib.import_module(f".{module}", __package__), name)
+
+
+def lacking_for(entry: Dict[str, Any]) -> Optional[str]:
+    """The manifest's `requires_cpu_any` for an artifact against this host's CPU (None: nothing lacking)."""
+    needs = entry.get("requires_cpu_any") or []
+    if not needs:
+        return None
+    problem = lacking(needs, host_features())
+    why = entry.get("requires_why")
+    return f"{problem}{f' ({why})' if problem and why else ''}" if problem else None
+
+
+def _print_note(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 class Bundle:
@@ -61,23 +87,46 @@ class Bundle:
         available = ", ".join(a["name"] for a in self.artifacts)
         raise BundleError(f"bundle {self.source}: no artifact named {name!r}; available: {available}")
 
-    def classifier(self, artifact: Optional[str] = None, threads: Optional[int] = None,
-                   providers: Optional[Sequence[Any]] = None) -> Classifier:
-        """A Classifier for `artifact` (default: the manifest's default_artifact)."""
-        from .onnx_classifier import FORMATS, Classifier  # numpy + onnxruntime only when running
+    def cannot_run_here(self, entry: Dict[str, Any]) -> Optional[str]:
+        """Why this host should not run `entry` (None: it can): its CPU lacks what the artifact was built for."""
+        return lacking_for(entry)
 
+    def runnable_artifact(self, requested: Optional[str], note: Callable[[str], None] = _print_note) -> Dict[str, Any]:
+        """The manifest entry to run: `requested`, or the default artifact, or, when the
+        default needs CPU features this host lacks, the next in the manifest's
+        fallback order, with one `note`. An explicit request is never swapped."""
+        entry = self.artifact(requested if requested is not None else self.default_artifact)
+        problem = self.cannot_run_here(entry)
+        if problem is None:
+            return entry
+        order = [n for n in self.manifest.get("fallback", []) if n != entry["name"]]
+        order += [a["name"] for a in self.artifacts if a["name"] not in order and a["name"] != entry["name"]]
+        runnable = [n for n in order if self.cannot_run_here(self.artifact(n)) is None
+                    and self.artifact(n)["format"] in CLASSIFIERS]
+        if requested is not None:
+            alternative = f"; run --artifact {runnable[0]} instead" if runnable else ""
+            raise BundleError(f"bundle {self.source}: artifact {entry['name']!r} {problem}{alternative}")
+        if not runnable:
+            raise BundleError(f"bundle {self.source}: the default artifact {entry['name']!r} {problem}, and no other "
+                              "artifact of this bundle runs here")
+        note(f"note: artifact {entry['name']!r} {problem}; running {runnable[0]!r} instead")
+        return self.artifact(runnable[0])
+
+    def classifier(self, artifact: Optional[str] = None, threads: Optional[int] = None,
+                   providers: Optional[Sequence[Any]] = None, note: Callable[[str], None] = _print_note) -> Classifier:
+        """A classifier for `artifact` (default: the manifest's default_artifact, or its fallback on this host)."""
         if self.closed:
             raise BundleError(f"bundle {self.source}: the bundle is closed; load it again with load_bundle()")
-        entry = self.artifact(artifact if artifact is not None else self.default_artifact)
-        if entry["format"] not in FORMATS:
-            runnable = [a["name"] for a in self.artifacts if a["format"] in FORMATS]
+        entry = self.runnable_artifact(artifact, note)
+        if entry["format"] not in CLASSIFIERS:
+            runnable = [a["name"] for a in self.artifacts if a["format"] in CLASSIFIERS]
             raise BundleError(
                 f"bundle {self.source}: artifact {entry['name']!r} has format {entry['format']!r}, which this runtime "
-                f"cannot run (it runs {', '.join(FORMATS)}); runnable artifacts: {', '.join(runnable) or 'none'}"
+                f"cannot run (it runs {', '.join(CLASSIFIERS)}); runnable artifacts: {', '.join(runnable) or 'none'}"
             )
         outputs = self.manifest.get("outputs") or []
         tokenizer = self.manifest["tokenizer"]
-        return Classifier(
+        return _classifier_class(entry["format"])(
             self.root / entry["path"],
             self.root / tokenizer["path"],
             self.labels,

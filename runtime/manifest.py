@@ -116,6 +116,10 @@ def validate_manifest(data: Any, where: str) -> None:
     if tokenizer["path"] not in files:
         raise _fail(where, "tokenizer.path", f"is {tokenizer['path']!r}, which is not listed in \"files\" (so it cannot be verified)")
 
+    fallback = data.get("fallback", [])
+    if not isinstance(fallback, list) or not all(isinstance(n, str) and n in artifacts for n in fallback):
+        raise _fail(where, "fallback", f"is {fallback!r:.80}: must list artifact names (available: {', '.join(artifacts)})")
+
     outputs = data.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
@@ -164,5 +168,8 @@ def _validate_artifacts(artifacts: List[Any], files: Dict[str, dict], where: str
         size = entry.get("size")
         if size is not None and size != listed["size"]:
             raise _fail(where, f"{key}.size", f"is {size!r}, but the \"files\" entry for {path!r} says {listed['size']}")
+        needs = entry.get("requires_cpu_any", [])
+        if not isinstance(needs, list) or not all(isinstance(n, str) and n for n in needs):
+            raise _fail(where, f"{key}.requires_cpu_any", f"is {needs!r:.80}: must be a list of CPU feature names")
         by_name[name] = entry
     return by_name

@@ -37,8 +37,9 @@ def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
                     f"({settings.description}).")
     parser.add_argument("texts", nargs="*", help="texts to classify")
     parser.add_argument("--file", help="read texts from this file, one per line ('-' for stdin)")
-    parser.add_argument("--artifact", default=settings.default_artifact, choices=settings.artifacts,
-                        help="which model of the bundle to run (default: %(default)s)")
+    parser.add_argument("--artifact", choices=settings.artifacts,
+                        help=f"which model of the bundle to run (default: {settings.default_artifact}, or the next one "
+                             "this CPU runs as built, with a note)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help=f"texts per inference call, 1..{MAX_BATCH_SIZE} (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0,

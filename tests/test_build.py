@@ -41,7 +41,7 @@ def test_first_build_runs_every_stage_once(built):
     _, _, first = built
     ran = names(first)
     assert ran == sorted(["data", "finetune", "export", "quantize", "quantize", "evaluate", "evaluate", "evaluate",
-                          "evaluate", "latency", "report", "stub", "bundle", "archive"])
+                          "evaluate", "latency", "ops", "report", "stub", "bundle", "archive"])
 
 
 def test_outputs_bundle_report_and_stub_work(built):
@@ -100,7 +100,7 @@ def test_new_checkpoint_weights_rebuild_everything_downstream(built, tmp_path, t
     proc = scons(project, *args)
     # The stub depends only on labels and profile, so it is not rebuilt.
     assert names(proc) == sorted(["finetune", "export", "quantize", "quantize", "evaluate", "evaluate", "evaluate",
-                                  "evaluate", "latency", "report", "bundle", "archive"])
+                                  "evaluate", "latency", "ops", "report", "bundle", "archive"])
 
 
 def test_identical_bytes_stop_the_cascade(built, tmp_path):

@@ -28,7 +28,8 @@ def test_every_shared_stage_runs_once(built):
         "data": 1, "finetune": 1,
         "teacher_logits": 1,       # one table serves the student and the recovery
         "distill": 2,              # the student, and the FFN-pruned model's recovery
-        "prune": 3, "export": 4, "fuse": 1, "quantize": 4,
+        "prune": 3, "export": 5, "fuse": 1, "quantize": 4,
+        "ops": 5,                  # MACs per model (teacher and four derived), for the report's % of peak
         "evaluate": 6,             # the teacher and five artifacts
         "latency": 1, "report": 1, "stub": 1, "bundle": 1, "archive": 1,
     })

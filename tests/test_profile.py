@@ -15,10 +15,12 @@ FIXTURES = Path(__file__).parent / "fixtures" / "profiles"
 def test_cpu_profile_is_complete():
     p = load_profile(REPO / "targets" / "cpu.toml", REPO / "templates")
     assert p.name == "cpu" and p.device.accelerator == "none"
-    assert [a.name for a in p.artifacts] == ["fp32", "int8_dynamic", "int8_static"]
+    assert [a.name for a in p.artifacts] == ["fp32", "int8_dynamic", "int8_static", "ov_fp32", "ov_bf16", "ov_int8"]
     assert isinstance(p.artifact("int8_dynamic").quantize, DynamicInt8)
     assert isinstance(p.artifact("int8_static").quantize, StaticInt8)
-    assert p.bundle.default_artifact == "int8_dynamic"
+    # OpenVINO int8 by default; a CPU without VNNI/AMX runs the fused ONNX Runtime int8.
+    assert p.bundle.default_artifact == "ov_int8" and p.bundle.fallback[0] == "int8_dynamic"
+    assert {"amx_int8", "amx_bf16", "avx512_vnni"} <= set(p.device.cpu_features)
     gates = p.gates_for(p.artifact("int8_dynamic"))
     # The artifact's own gates override the profile-wide ones, key by key.
     assert gates.max_size_mb == 30 and gates.min_agreement == 0.97
@@ -98,12 +100,12 @@ def test_fuse_is_for_onnx_only_and_tensorrt_int8_needs_int8_activations(tmp_path
 
 def test_bundle_artifacts_must_exist_and_hold_the_default(tmp_path):
     with pytest.raises(ProfileError, match=r"bundle\.artifacts\[0\] = 'nope' is not an artifact"):
-        load_profile(write(tmp_path, CPU.replace('default_artifact = "int8_dynamic"', 'artifacts = ["nope"]')))
+        load_profile(write(tmp_path, CPU.replace('default_artifact = "ov_int8"', 'artifacts = ["nope"]')))
     with pytest.raises(ProfileError, match=r"bundle\.default_artifact = 'int8_dynamic' is not an artifact in the bundle"):
-        load_profile(write(tmp_path, CPU.replace('default_artifact = "int8_dynamic"', 'artifacts = ["fp32"]\ndefault_artifact = "int8_dynamic"')))
+        load_profile(write(tmp_path, CPU.replace('default_artifact = "ov_int8"', 'artifacts = ["fp32"]\ndefault_artifact = "int8_dynamic"')))
 
 
-@pytest.mark.parametrize("name", ["cpu", "jetson", "gpu_server"])
+@pytest.mark.parametrize("name", ["cpu", "arm64", "jetson", "gpu_server", "android"])
 def test_shipped_profiles_load(name):
     assert load_profile(REPO / "targets" / f"{name}.toml", REPO / "templates").artifacts
 

@@ -18,15 +18,21 @@ CONTEXT = {
     "labels": ["negative", "positive"],
     "default_artifact": "int8_dynamic",
     "artifacts": [
-        {"name": "fp32", "format": "onnx", "precision": "fp32", "runtime": "onnxruntime", "path": "models/fp32.onnx"},
-        {"name": "int8_dynamic", "format": "onnx", "precision": "int8", "runtime": "onnxruntime", "path": "models/int8_dynamic.onnx"},
+        {"name": "fp32", "format": "onnx", "precision": "fp32", "runtime": "onnxruntime", "path": "models/fp32.onnx",
+         "requires_cpu_any": [], "requires_why": ""},
+        {"name": "int8_dynamic", "format": "onnx", "precision": "int8", "runtime": "onnxruntime",
+         "path": "models/int8_dynamic.onnx", "requires_cpu_any": [], "requires_why": ""},
+        {"name": "ov_int8", "format": "openvino", "precision": "int8", "runtime": "openvino", "path": "models/ov_int8/model.xml",
+         "requires_cpu_any": ["amx_int8", "avx512_vnni", "avx_vnni"],
+         "requires_why": "OpenVINO's int8 kernels are slower than fp32 without them"},
     ],
+    "fallback": ["int8_dynamic"],
     "max_length": 128,
     "runtime_version": "0.1.0",
 }
 
 
-@pytest.mark.parametrize("template", ["cpu/run.py", "cpu/README.md"])
+@pytest.mark.parametrize("template", ["cpu/run.py", "cpu/README.md", "arm64/README.md"])
 def test_golden(template):
     check(template, render(template, CONTEXT))
 

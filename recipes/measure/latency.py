@@ -2,10 +2,12 @@
 
 This machine class is noisy, so artifacts are timed in interleaved rounds
 rather than one after another: drift and neighbours' load hit all of them
-alike, and the ratios are what we trust. Within a round each artifact runs a
-short block after a pause and one untimed call, because PyTorch's OpenMP workers and ONNX
-Runtime's pool keep spinning for a moment after a call and would otherwise
-steal the cores from whichever engine runs next.
+alike, and the ratios are what we trust. Each runtime runs in its own
+process (their thread pools disturb one another in one process), and within a
+round each artifact runs a short block after a pause and one untimed call,
+because PyTorch's OpenMP workers, ONNX Runtime's and OpenVINO's pools keep
+spinning for a moment after a call and would otherwise steal the cores from
+whichever engine runs next.
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recipes.errors import StageError
 from recipes.fsutil import write_json
 from recipes.inputs.data import load_split
-from recipes.measure.runners import open_runner
+from recipes.measure.runners import NotMeasurable, open_runner
 from recipes.params import MAX_BATCH, MAX_SEQUENCE, MAX_THREADS, bounded
 from recipes.textenc import Encoder
 from recipes.wiring.stage import Stage
@@ -63,38 +66,115 @@ def full_length_texts(texts: list[str], batch: int) -> list[str]:
     return rows
 
 
+def _worker(conn: Any, artifacts: list[dict[str, Any]], threads: int) -> None:
+    """One runtime's process: open its artifacts, then time what the parent asks, until told to stop."""
+    runners, not_measured = {}, {}
+    for a in artifacts:
+        try:
+            runners[a["name"]] = open_runner(a["format"], Path(a["path"]), tuple(a["input_names"]), threads)
+        except NotMeasurable as exc:
+            not_measured[a["name"]] = str(exc)
+    conn.send(not_measured)
+    while (job := conn.recv()) is not None:
+        name, feeds, warmup, count = job
+        run = runners[name]
+        for _ in range(warmup):
+            run(feeds)
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            run(feeds)
+            times.append((time.perf_counter() - start) * 1000.0)
+        conn.send(times)
+
+
+class RuntimeProcesses:
+    """A child process per runtime (format), so ONNX Runtime's, OpenVINO's and PyTorch's
+    thread pools never share a process: one process's spinning workers or allocator
+    state cannot slow another runtime's calls. Only one child works at a time; the
+    others wait on their pipe (their pools go to sleep)."""
+
+    def __init__(self, artifacts: list[dict[str, Any]], threads: int):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no forked copies of thread pools
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for a in artifacts:
+            groups.setdefault(a["format"], []).append(a)
+        self.owner: dict[str, Any] = {}
+        self.procs = []
+        self.not_measured: dict[str, str] = {}
+        for group in groups.values():
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, group, threads), daemon=True)
+            proc.start()
+            self.procs.append((proc, parent))
+            self.not_measured.update(self._receive(proc, parent))
+            for a in group:
+                if a["name"] not in self.not_measured:
+                    self.owner[a["name"]] = (proc, parent)
+
+    @staticmethod
+    def _receive(proc: Any, conn: Any) -> Any:
+        try:
+            return conn.recv()
+        except EOFError:
+            raise StageError(f"latency: the timing process for one runtime died (exit code {proc.exitcode}); "
+                             "see the output above") from None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.owner)
+
+    def time(self, name: str, feeds: Any, warmup: int, count: int) -> list[float]:
+        proc, conn = self.owner[name]
+        conn.send((name, feeds, warmup, count))
+        return self._receive(proc, conn)
+
+    def close(self) -> None:
+        for proc, conn in self.procs:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+
+
 def measure(artifacts: list[dict[str, Any]], data_dir: Path, tokenizer_json: Path, params: EvaluateParams, dst: Path) -> dict[str, Any]:
     """`artifacts`: [{"name", "format", "path", "input_names"}]; writes {name: {batch: ms}}."""
     threads = params.threads or os.cpu_count() or 1
     texts = [e.text for e in load_split(data_dir / "eval.jsonl")]
     encoder = Encoder(tokenizer_json, params.sequence_length)
-    runners = {a["name"]: open_runner(a["format"], Path(a["path"]), tuple(a["input_names"]), threads) for a in artifacts}
-    results: dict[str, dict[str, float]] = {name: {} for name in runners}
-    for batch in params.batch_sizes:
-        feeds = encoder.encode(full_length_texts(texts, batch), ("input_ids", "attention_mask", "token_type_ids"),
-                               pad_to=params.sequence_length)
-        times: dict[str, list[float]] = {name: [] for name in runners}
-        for name, run in runners.items():
-            for _ in range(params.warmup):
-                run(feeds)
-        block = max(1, params.repeats // ROUNDS)
-        for _ in range(ROUNDS):
-            for name, run in runners.items():
-                time.sleep(SETTLE_S)  # the previous engine's spinning threads go to sleep
-                run(feeds)  # untimed: wakes this engine's pool
-                for _ in range(block):
-                    start = time.perf_counter()
-                    run(feeds)
-                    times[name].append((time.perf_counter() - start) * 1000.0)
-        for name in runners:
-            results[name][str(batch)] = round(statistics.median(times[name]), 4)
+    pool = RuntimeProcesses(artifacts, threads)
+    try:
+        results: dict[str, dict[str, float]] = {name: {} for name in pool.names}
+        for batch in params.batch_sizes:
+            feeds = encoder.encode(full_length_texts(texts, batch), ("input_ids", "attention_mask", "token_type_ids"),
+                                   pad_to=params.sequence_length)
+            times: dict[str, list[float]] = {name: [] for name in pool.names}
+            for name in pool.names:
+                pool.time(name, feeds, params.warmup, 0)
+            block = max(1, params.repeats // ROUNDS)
+            for _ in range(ROUNDS):
+                for name in pool.names:
+                    time.sleep(SETTLE_S)  # the previous engine's spinning threads go to sleep
+                    # one untimed call wakes this engine's pool
+                    times[name] += pool.time(name, feeds, 1, block)
+            for name in pool.names:
+                results[name][str(batch)] = round(statistics.median(times[name]), 4)
+    finally:
+        pool.close()
     out = {
         "threads": threads,
         "sequence_length": params.sequence_length,
         "repeats": ROUNDS * max(1, params.repeats // ROUNDS),
         "rounds": ROUNDS,
         "warmup": params.warmup,
+        "processes": "one per runtime",
         "median_ms": results,
+        "not_measured": pool.not_measured,
     }
     write_json(dst, out)
     return out
@@ -117,7 +197,8 @@ def build(args: LatencyArgs) -> dict[str, Any]:
 
 STAGE = Stage("latency", LatencyArgs, build,
               modules=("measure.latency", "measure.runners", "measure.nf4_runner", "measure.mobile_runners", "textenc",
-                       "inputs.data", "models.hf", "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize"),
+                       "inputs.data", "models.hf", "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize",
+                       "runtime.openvino_backend", "runtime.cpu_features"),
               lock="exclusive")
 
 

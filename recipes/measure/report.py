@@ -1,5 +1,10 @@
 """The target's report: accuracy, agreement, size and latency against the teacher.
 
+For every artifact timed on the host CPU it also says how close the measured
+latency is to the CPU's arithmetic floor: achieved operations per second
+(2 x the model's MACs, recipes/measure/ops.py, over the median latency) against
+the host's peak for the precision the artifact computes in (recipes/measure/peak.py).
+
 Writes report.json (for tools), report.md and report.html (for people, the
 HTML with a plot of accuracy against latency and size), then enforces the
 profile's quality gates: a failing gate fails the build, after the report
@@ -15,6 +20,7 @@ from typing import Any, Optional
 
 from recipes.errors import GateError
 from recipes.fsutil import atomic_path, write_json
+from recipes.measure.peak import PRECISIONS, host_cpu, peak
 from recipes.params import bounded
 from recipes.wiring.stage import Stage
 
@@ -44,6 +50,8 @@ def _load(path: str) -> dict[str, Any]:
 def check_gates(row: dict[str, Any], gates: dict[str, Any], teacher_accuracy: float, largest_batch: str) -> list[str]:
     """Failed gates of one artifact, each 'measure value < or > limit'."""
     failures = []
+    if row.get("accuracy") is None:  # not measured on this host: only what does not need running it is checked
+        gates = {k: v for k, v in gates.items() if k == "max_size_mb"}
     if gates.get("min_accuracy_ratio") is not None and teacher_accuracy > 0:
         ratio = row["accuracy"] / teacher_accuracy
         if ratio < gates["min_accuracy_ratio"]:
@@ -59,6 +67,16 @@ def check_gates(row: dict[str, Any], gates: dict[str, Any], teacher_accuracy: fl
     if gates.get("max_batch_latency_ms") is not None and largest_batch in latency and latency[largest_batch] > gates["max_batch_latency_ms"]:
         failures.append(f"batch-{largest_batch} latency {latency[largest_batch]:.2f} ms > max_batch_latency_ms {gates['max_batch_latency_ms']}")
     return failures
+
+
+def gate_status(row: dict[str, Any], gates: dict[str, Any]) -> str:
+    """pass, FAIL: ..., or which gates could not be checked because the artifact was not measured here."""
+    if row["gates"]:
+        return "FAIL: " + "; ".join(row["gates"])
+    if row.get("accuracy") is None:
+        skipped = [k for k, v in gates.items() if v is not None and k != "max_size_mb"]
+        return f"unchecked ({', '.join(skipped) or 'no gates'}): not measured on this build host"
+    return "pass"
 
 
 def build_note(details: dict[str, Any]) -> str:
@@ -94,17 +112,104 @@ def model_summary(record: dict[str, Any]) -> str:
     return ""
 
 
+# recipes.measure.runners keys, and runtimes, whose latency is measured on the build host's CPU.
+# (A TensorRT artifact whose engine is not timed here runs as its ONNX on ONNX Runtime's CPU provider: runner "onnx".)
+CPU_RUNNERS = frozenset({"torch", "onnx", "nf4", "ptl", "pte", "torchscript", "openvino"})
+CPU_RUNTIMES = frozenset({"onnxruntime", "openvino", "pytorch", "pytorch_lite", "executorch"})
+
+
+def _both(precision: str) -> dict[str, str]:
+    return {"linear": precision, "attention": precision}
+
+
+def compute_precisions(precision: str, quantization: dict[str, Any] | None) -> dict[str, str]:
+    """The precision the CPU computes an artifact's linear layers and its attention in.
+
+    Only the arithmetic counts, not the storage: weight-only int4, nf4 and
+    weight-compressed OpenVINO models dequantize their weights and multiply in
+    fp32, and an fp16 graph on the CPU runs its MatMuls as fp32 (ONNX Runtime's
+    x86 CPU provider has no fp16 GEMM), so they are held to the fp32 peak.
+    Dynamic int8 (ONNX Runtime, PyTorch, .ptl) and 8-bit-activation int4
+    (8da4w) quantize the weight MatMuls only: attention, between two
+    activations, stays fp32 (ONNX Runtime's dynamic quantizer sets
+    MatMulConstBOnly). Static int8 and NNCF's post-training quantization
+    quantize every MatMul they are given, attention included (NNCF's accuracy
+    control may revert some to float: the floor is then optimistic).
+    MatMulNBits' accuracy_level 4 computes in int8, 3 in bf16."""
+    q = quantization or {}
+    method = q.get("method")
+    if precision == "bf16":
+        return _both("bf16")
+    if method in ("static", "nncf_ptq"):
+        return _both("int8") if "MatMul" in q.get("op_types", ("MatMul",)) else _both("fp32")
+    if method in ("dynamic", "8da4w"):
+        return {"linear": "int8", "attention": "fp32"}
+    if method == "weight_only":
+        return {"linear": {4: "int8", 3: "bf16"}.get(q.get("accuracy_level"), "fp32"), "attention": "fp32"}
+    return _both("fp32")  # fp32, fp16 on the CPU, nf4, weight_compression
+
+
+def on_host_cpu(art: dict[str, Any]) -> bool:
+    runner = art.get("runner")
+    return runner in CPU_RUNNERS if runner else art.get("runtime") in CPU_RUNTIMES
+
+
+def arithmetic(row: dict[str, Any], ops: dict[str, Any] | None, peaks: dict[str, dict[str, Any]],
+               on_cpu: bool, quantization: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's arithmetic fields: ops, achieved GOPS, the floor and % of peak, per batch.
+
+    floor = 2 x linear MACs / peak(linear precision) + 2 x attention MACs / peak(attention precision);
+    % of peak = floor / measured latency (with one precision: achieved GOPS / peak GOPS)."""
+    out: dict[str, Any] = {"on_host_cpu": on_cpu, "ops": {}, "gops": {}, "peak_gops": {}, "floor_ms": {}, "pct_of_peak": {}}
+    if not on_cpu or ops is None:
+        return out
+    compute = compute_precisions(row["precision"], quantization)
+    out["compute_precision"] = compute
+    for b, ms in row["latency_ms"].items():
+        counted = ops["batches"].get(b)
+        if counted is None or not ms or ms <= 0:
+            continue
+        out["ops"][b] = counted["ops"]
+        out["gops"][b] = round(counted["ops"] / (ms / 1e3) / 1e9, 3)
+        floor_s = 0.0
+        for part, macs in (("linear", counted["linear_macs"]), ("attention", counted["attention_macs"])):
+            gops = peaks[compute[part]]["gops"]
+            if not gops:
+                floor_s = None
+                break
+            floor_s += 2 * macs / (gops * 1e9)
+        if floor_s:
+            out["floor_ms"][b] = round(floor_s * 1e3, 4)
+            out["peak_gops"][b] = round(counted["ops"] / floor_s / 1e9, 3)
+            out["pct_of_peak"][b] = round(floor_s * 1e3 / ms, 5)
+    return out
+
+
+def compute_summary(latency: dict[str, Any], ops: dict[str, Any]) -> dict[str, Any]:
+    """The host, its peak per precision and each model's MAC count: what the formula paragraph prints."""
+    host = latency.get("host") or host_cpu()  # the latency stage's record of its host, where it keeps one
+    threads = int(latency["threads"])
+    peaks = {p: peak(host, p, threads) for p in PRECISIONS}
+    models = {name: {"sequence_length": o["sequence_length"], "per_example": o["per_example"],
+                     "macs": {b: v["macs"] for b, v in o["batches"].items()},
+                     "uncounted": o.get("uncounted", {})} for name, o in ops.items()}
+    return {"host": host, "threads": threads, "peaks": peaks, "models": models}
+
+
 def build_report(target: str, profile_source: str, teacher: dict[str, Any], artifacts: list[dict[str, Any]],
-                 latency_path: str, models: dict[str, str] | None = None) -> dict[str, Any]:
+                 latency_path: str, models: dict[str, str] | None = None, ops: dict[str, str] | None = None) -> dict[str, Any]:
     latency = _load(latency_path)
     batches = [str(b) for b in sorted(int(b) for b in next(iter(latency["median_ms"].values())))]
     largest = batches[-1]
     t_metrics = _load(teacher["metrics"])
     t_latency = latency["median_ms"].get("teacher", {})
+    counted = {name: _load(str(path)) for name, path in (ops or {}).items()}
+    compute = compute_summary(latency, counted)
     rows = [{"name": "teacher", "format": teacher["format"], "precision": "fp32", "runtime": "pytorch",
              "model": "teacher", "lineage": "teacher",
              **t_metrics, "agreement": 1.0, "max_abs_logit_diff": 0.0, "latency_ms": t_latency,
-             "speedup": {b: 1.0 for b in t_latency}, "gates": [], "built": True}]
+             "speedup": {b: 1.0 for b in t_latency}, "gates": [], "gate_status": "-", "built": True}]
+    rows[0].update(arithmetic(rows[0], counted.get("teacher"), compute["peaks"], True, None))
     # Sizes are compared with the teacher's fp32 ONNX model when the target
     # builds one, else with the teacher's checkpoint (nearly the same bytes).
     reference = next((a for a in artifacts if a["format"] == "onnx" and a["precision"] == "fp32"
@@ -120,10 +225,15 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
                "note": art.get("note", ""), **m, "latency_ms": lat, "built": True,
                "size_vs_fp32": round(m["size_bytes"] / reference_size, 4),
                "speedup": {b: round(t_latency[b] / lat[b], 3) for b in lat if b in t_latency and lat[b] > 0}}
+        row.update(arithmetic(row, counted.get(row["model"]), compute["peaks"], on_host_cpu(art), art.get("quantization")))
         if art.get("details"):
             row["build"] = _load(art["details"])
             row["note"] = "; ".join(n for n in (row["note"], build_note(row["build"])) if n)
+        if m.get("measured") is False:
+            row.update(accuracy=None, agreement=None, max_abs_logit_diff=None)
+            row["note"] = "; ".join(n for n in (m["not_measured"], row["note"]) if n)
         row["gates"] = check_gates(row, art["gates"], t_metrics["accuracy"], largest)
+        row["gate_status"] = gate_status(row, art["gates"])
         failures += [f"{art['name']}: {g}" for g in row["gates"]]
         rows.append(row)
     return {
@@ -137,6 +247,7 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         "batches": batches,
         "size_reference": reference_name,
         "models": {name: {"record": _load(path), "summary": model_summary(_load(path))} for name, path in (models or {}).items()},
+        "compute": compute,
         "artifacts": rows,
         "gate_failures": failures,
         "warnings": warnings,
@@ -160,8 +271,77 @@ def teacher_checks(teacher: dict[str, Any], t_metrics: dict[str, Any]) -> tuple[
     return failures, warnings
 
 
+def _diff(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def arithmetic_head(b: list[str]) -> list[str]:
+    span = f"b{b[0]}" if len(b) == 1 else f"b{b[0]} / b{b[-1]}"
+    return ["compute (linear/attn)", f"GOPS {span}", f"% of peak {span}"]
+
+
+def arithmetic_cells(r: dict[str, Any], b: list[str]) -> list[str]:
+    """The compute precision, achieved GOPS and % of peak cells of a row, at the first and last batch."""
+    if not r.get("on_host_cpu"):
+        return ["not on the host CPU", "-", "-"]
+    ends = [b[0]] if len(b) == 1 else [b[0], b[-1]]
+    compute = r.get("compute_precision")
+    c = "-" if not compute else (compute["linear"] if compute["linear"] == compute["attention"]
+                                 else f"{compute['linear']}/{compute['attention']}")
+    gops = " / ".join(f"{r['gops'][x]:.1f}" if x in r.get("gops", {}) else "n/a" for x in ends)
+    pct = " / ".join(f"{100 * r['pct_of_peak'][x]:.1f}%" if x in r.get("pct_of_peak", {}) else "n/a" for x in ends)
+    return [c, gops, pct]
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _g(n: float) -> str:
+    return f"{n / 1e9:.3f} G" if n >= 1e8 else f"{n / 1e6:.3f} M"
+
+
+def arithmetic_text(report: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
+    """(paragraphs, peak table rows, one line per model) of the report's arithmetic section."""
+    c = report["compute"]
+    host, peaks = c["host"], c["peaks"]
+    fp32 = peaks["fp32"]
+    features = ", ".join(host["features"]) if host.get("features") is not None else "unknown (not readable on this OS)"
+    clock = f"{host['clock_ghz']} GHz ({host['clock_source']})" if host.get("clock_ghz") else "unknown"
+    paragraphs = [
+        "Achieved GOPS = 2 x MACs(batch, sequence) / median latency, with the MACs counted on each model's fp32 ONNX graph. "
+        "Peak GOPS = cores x clock (GHz) x MACs/cycle/core(precision, CPU features) x 2. "
+        "% of peak = arithmetic floor / median latency, where floor = 2 x linear-layer MACs / peak GOPS(precision of the "
+        "linear layers) + 2 x attention MACs / peak GOPS(precision of the attention MatMuls); with one precision throughout "
+        "this is achieved GOPS / peak GOPS. Compute: the precision the CPU multiplies in (linear/attention), not the storage "
+        "precision: weight-only int4, nf4 and fp16 graphs on the CPU multiply in fp32; dynamic int8 leaves attention in fp32.",
+        f"Host: {host.get('model_name', 'unknown')} ({host.get('arch')}); features used: {features}; "
+        f"{_n(fp32['cores'], 'core')} counted ({_n(c['threads'], 'thread')} timed, {host.get('physical_cores')} physical "
+        f"cores on the host); clock {clock}. "
+        "The clock is nominal: turbo raises the real clock, AVX-512 and AMX frequency licences lower it, so % of peak is "
+        "approximate. MACs/cycle assume two vector FMA units per core (arm64: two 128-bit pipes); the table's sources and "
+        "assumptions are in recipes/measure/peak.py.",
+        "Reading it: near 100%, the kernels already run the arithmetic at the hardware's rate, and the next gain is in the "
+        "graph (fewer MACs: a smaller, distilled or pruned model, shorter sequences) or a cheaper precision. Far below, the "
+        "time goes elsewhere (memory traffic, elementwise ops, framework overhead, kernels that miss the widest "
+        "instructions), and the next gain is in the kernels and the runtime.",
+    ]
+    table = [[p, f"{v['macs_per_cycle']:g}" if v.get("macs_per_cycle") else "n/a",
+              f"{v['gops']:.1f}" if v.get("gops") else "n/a", v.get("basis", "")] for p, v in peaks.items()]
+    models = []
+    for name, m in c["models"].items():
+        e = m["per_example"]
+        line = (f"`{name}`: {_g(e['macs'])} MACs per example at sequence {m['sequence_length']} (linear {_g(e['linear_macs'])}, "
+                f"attention {_g(e['attention_macs'])}) = {_g(e['ops'])} ops; not counted: {_g(e['elementwise_elements'])} "
+                "output elements of elementwise ops (embedding lookups, LayerNorm, softmax, GELU, bias and residual adds)")
+        if m.get("uncounted"):
+            line += f"; contractions not understood, left out: {m['uncounted']}"
+        models.append(line)
+    return paragraphs, table, models
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -172,28 +352,37 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Profile `{report['profile']}`; {report['eval_examples']} eval examples. Latency: median of "
         f"{lat['repeats']} runs after {lat['warmup']} warm-up runs, sequence length {lat['sequence_length']}, "
-        f"{lat['threads']} threads, all artifacts timed side by side in interleaved rounds on the build host.",
+        f"{lat['threads']} threads, all artifacts timed side by side in interleaved rounds on the build host, each runtime "
+        "in its own process.",
         "",
         "| artifact | model | format | precision | accuracy | agreement | max abs logit diff | size MB | gzip MB | size vs fp32 | "
-        + " | ".join(f"b{x} ms" for x in b) + " | " + " | ".join(f"speed-up b{x}" for x in b) + " | gates |",
-        "|" + "---|" * (10 + 2 * len(b) + 1),
+        + " | ".join(f"b{x} ms" for x in b) + " | " + " | ".join(f"speed-up b{x}" for x in b) + " | "
+        + " | ".join(arithmetic_head(b)) + " | gates |",
+        "|" + "---|" * (10 + 2 * len(b) + len(arithmetic_head(b)) + 1),
     ]
     lines[2:2] = [f"**WARNING: {w}**\n" for w in report.get("warnings", [])]
     for r in report["artifacts"]:
         cells = [
             r["name"], r["model"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
-            f"{r.get('max_abs_logit_diff', 0.0):.4f}", f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
+            _diff(r.get("max_abs_logit_diff", 0.0)), f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
             f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-",
         ]
         cells += [f"{r['latency_ms'][x]:.2f}" if x in r["latency_ms"] else "n/a" for x in b]
         cells += [f"{r['speedup'][x]:.2f}x" if x in r["speedup"] else "n/a" for x in b]
-        cells.append("FAIL: " + "; ".join(r["gates"]) if r["gates"] else ("-" if r["name"] == "teacher" else "pass"))
+        cells += arithmetic_cells(r, b)
+        cells.append(r.get("gate_status") or "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Agreement: share of eval examples where the artifact predicts the teacher's label. "
               f"Size vs fp32: against {report['size_reference']}. Speed-up: teacher latency (PyTorch) / artifact latency.", ""]
     notes = [f"- `{r['name']}`: {r['note']}" for r in report["artifacts"] if r.get("note")]
     if notes:
         lines += ["## Notes", ""] + notes + [""]
+    if report.get("compute"):
+        paragraphs, peaks, models = arithmetic_text(report)
+        lines += ["## Arithmetic peak", ""] + [p + "\n" for p in paragraphs]
+        lines += ["| precision | MACs/cycle/core | peak GOPS | from |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in peaks] + [""]
+        lines += [f"- {m}" for m in models] + [""]
     lines += ["## Models", ""] + [f"- `{m}`: {lineage}" + _summary(report, m) for m, lineage in _lineages(report)] + [""]
     if report["gate_failures"]:
         lines += ["## Gate failures", ""] + [f"- {f}" for f in report["gate_failures"]] + [""]
@@ -221,6 +410,8 @@ def plot_png(report: dict[str, Any], dst: Path) -> None:
 
     fig, (ax_lat, ax_size) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100)
     for r in report["artifacts"]:
+        if r["accuracy"] is None:
+            continue  # not measured on this host
         acc = 100 * r["accuracy"]
         marker = "*" if r["name"] == "teacher" else ("x" if r["gates"] else "o")
         if "1" in r["latency_ms"]:
@@ -247,15 +438,16 @@ def render_html(report: dict[str, Any], png: Path) -> str:
 
     b = report["batches"]
     head = ["artifact", "model", "format", "precision", "accuracy", "agreement", "max abs logit diff", "size MB",
-            "gzip MB", "size vs fp32"] + [f"b{x} ms" for x in b] + [f"speed-up b{x}" for x in b] + ["gates"]
+            "gzip MB", "size vs fp32"] + [f"b{x} ms" for x in b] + [f"speed-up b{x}" for x in b] + arithmetic_head(b) + ["gates"]
     rows = []
     for r in report["artifacts"]:
         cells = [r["name"], r["model"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
-                 f"{r.get('max_abs_logit_diff', 0.0):.4f}", f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
+                 _diff(r.get("max_abs_logit_diff", 0.0)), f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
                  f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-"]
         cells += [f"{r['latency_ms'][x]:.2f}" if x in r["latency_ms"] else "n/a" for x in b]
         cells += [f"{r['speedup'][x]:.2f}x" if x in r["speedup"] else "n/a" for x in b]
-        cells.append("FAIL: " + "; ".join(r["gates"]) if r["gates"] else ("-" if r["name"] == "teacher" else "pass"))
+        cells += arithmetic_cells(r, b)
+        cells.append(r.get("gate_status") or "-")
         cls = ' class="fail"' if r["gates"] else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     lat = report["latency"]
@@ -264,6 +456,13 @@ def render_html(report: dict[str, Any], png: Path) -> str:
     failures = "".join(f"<li>{html.escape(f)}</li>" for f in report["gate_failures"])
     notes = "".join(f"<li><code>{html.escape(r['name'])}</code>: {html.escape(r['note'])}</li>" for r in report["artifacts"] if r.get("note"))
     notes_html = f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""
+    arithmetic_html = ""
+    if report.get("compute"):
+        paragraphs, peaks, models = arithmetic_text(report)
+        arithmetic_html = ("<h2>Arithmetic peak</h2>" + "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+                           + "<table><tr><th>precision</th><th>MACs/cycle/core</th><th>peak GOPS</th><th>from</th></tr>"
+                           + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in peaks)
+                           + "</table><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in models) + "</ul>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edgesmith report: {html.escape(report['target'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
@@ -278,7 +477,7 @@ in interleaved rounds on the build host.</p>
 </table>
 <p>Agreement: share of eval examples where the artifact predicts the teacher's label. Size vs fp32: against {html.escape(report['size_reference'])}.
 Speed-up: teacher latency (PyTorch) / artifact latency.</p>
-{notes_html}<h2>Models</h2><ul>{lineages}</ul>
+{notes_html}{arithmetic_html}<h2>Models</h2><ul>{lineages}</ul>
 {'<h2>Gate failures</h2><ul>' + failures + '</ul>' if failures else ''}
 </body></html>
 """
@@ -290,12 +489,15 @@ class ReportArgs:
     profile_source: Path
     # {"format", "metrics": Path, "model_dir": Path, "data_dir": Path}
     teacher: dict
-    # One row per artifact: name, format, precision, runtime, model, lineage, path,
+    # One row per artifact: name, format, precision, runtime, runner (recipes.measure.runners key),
+    # quantization (its quantize table or None), model, lineage, path,
     # note, details (Path or None), metrics (Path), gates (Gates as a table).
     artifacts: tuple[dict, ...]
     latency: Path
     # model name -> the training/pruning record of the stage that made it
     models: dict
+    # model name -> its MAC count (recipes/measure/ops.py), for every model in the report, "teacher" included
+    ops: dict
     out_json: Path
     out_md: Path
     out_html: Path
@@ -304,7 +506,7 @@ class ReportArgs:
 
 def build(args: ReportArgs) -> dict[str, Any]:
     source = args.profile_source.as_posix()
-    report = build_report(args.target, source, args.teacher, list(args.artifacts), str(args.latency), args.models)
+    report = build_report(args.target, source, args.teacher, list(args.artifacts), str(args.latency), args.models, args.ops)
     for warning in report["warnings"]:
         print(f"edgesmith: WARNING: {warning}", file=sys.stderr)
     write_json(args.out_json, report)
@@ -320,4 +522,5 @@ def build(args: ReportArgs) -> dict[str, Any]:
     return report
 
 
-STAGE = Stage("report", ReportArgs, build, modules=("measure.report", "params"), packages=("matplotlib",))
+STAGE = Stage("report", ReportArgs, build, modules=("measure.report", "measure.peak", "params", "runtime.cpu_features"),
+              packages=("matplotlib",))

@@ -55,7 +55,38 @@ class OnnxRunner:
         return self.session.run(None, {k: feeds[k] for k in self.input_names})[0].astype(np.float32)
 
 
+class NotMeasurable(Exception):
+    """This build host cannot run the artifact as the device will (a bf16 model on a CPU without bf16 units).
+
+    Evaluation and latency record the reason instead of numbers of something else."""
+
+
+class OpenVinoRunner:
+    """An OpenVINO IR compiled by the bundle runtime's own code, at its recorded precision."""
+
+    def __init__(self, model_xml: Path, threads: int = 0):
+        from runtime.errors import BundleError
+        from runtime.openvino_backend import cannot_run_here, compile_model, input_specs, read_config
+
+        config = read_config(model_xml, str(model_xml))
+        problem = cannot_run_here(config)
+        if problem and config["inference_precision"] != "f32":
+            raise NotMeasurable(f"not measured on this build host: the artifact {problem}")
+        try:
+            self.compiled = compile_model(model_xml, config, threads or None, str(model_xml))
+        except BundleError as exc:
+            raise NotMeasurable(str(exc)) from None
+        self.request = self.compiled.create_infer_request()
+        self.input_names = tuple(s["name"] for s in input_specs(self.compiled))
+
+    def __call__(self, feeds: Feeds) -> np.ndarray:
+        import numpy as np
+        result = self.request.infer({k: feeds[k] for k in self.input_names})
+        return np.array(result[self.compiled.output(0)], dtype=np.float32)
+
+
 RUNNERS: dict[str, Callable[..., Runner]] = {
+    "openvino": lambda path, input_names, threads: OpenVinoRunner(Path(path), threads),
     "torch": lambda path, input_names, threads: TorchRunner(Path(path), input_names, threads),
     "onnx": lambda path, input_names, threads: OnnxRunner(Path(path), threads),
     "nf4": lambda path, input_names, threads: _nf4(Path(path), input_names, threads),

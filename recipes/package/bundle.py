@@ -32,7 +32,12 @@ class BundleParams:
     # Artifacts shipped in the bundle (all when empty); every artifact is
     # still built, evaluated and reported.
     artifacts: tuple[str, ...] = ()
-TOOLCHAIN_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tokenizers", "jinja2")
+    # Where the runtime goes when the default artifact needs CPU features the host
+    # lacks (an OpenVINO bf16 or int8 model on a CPU without AMX or VNNI), in order;
+    # after these, the other artifacts in profile order. One printed note says so.
+    fallback: tuple[str, ...] = ()
+TOOLCHAIN_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tokenizers", "jinja2", "openvino",
+                      "nncf")
 
 
 def toolchain_versions(packages: tuple[str, ...] = TOOLCHAIN_PACKAGES) -> dict[str, str]:
@@ -63,6 +68,9 @@ def build_manifest(root: Path, meta: dict[str, Any], artifacts: list[dict[str, A
         "outputs": io_spec["outputs"],
         "shapes": meta["shapes"],
         "default_artifact": meta["default_artifact"],
+        "fallback": meta.get("fallback", []),
+        # The CPU the report's figures were measured on (accuracy and latency run on the build host).
+        "measured_on": meta.get("measured_on", {}),
         "artifacts": arts,
         "files": files,
         "toolchain": toolchain_versions(),

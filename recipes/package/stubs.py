@@ -127,7 +127,7 @@ def declare(g: "Graph", shipped: list["Built"], default: str, manifest_artifacts
     vocab = stub_dir / "tokenizer" / "vocab.txt" if java else None
     shapes = {"batch": vars(p.shapes.batch), "sequence": vars(p.shapes.sequence)}
     context = {"target": p.name, "description": p.device.description, "default_artifact": default,
-               "artifacts": manifest_artifacts, "max_length": p.shapes.sequence.max, "runtime_version": runtime_version,
+               "artifacts": manifest_artifacts, "fallback": list(p.bundle.fallback), "max_length": p.shapes.sequence.max, "runtime_version": runtime_version,
                "shapes": shapes, "input_names": list(g.input_names), "min_length": p.shapes.sequence.min,
                "engine": vars(p.engine), "trt_workspace_mb": p.engine.workspace_mb,
                "engines": [b.engine for b in shipped if b.engine]}

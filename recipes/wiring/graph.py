@@ -35,6 +35,7 @@ from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
 from recipes.wiring.signature import canonical_json, short_hash, to_plain
 from recipes.wiring.stage import Stage
 from recipes.wiring.stage_table import module_files
+from runtime.cpu_features import KNOWN_FEATURES, cpu_model_name, host_features, normalized_arch
 from runtime.integrity import sha256_file
 from runtime.version import VERSION
 
@@ -85,6 +86,14 @@ class Built:
     note: str = ""                   # for the report: what was measured, when not the artifact itself
     engine: dict[str, Any] | None = None  # stub context for TensorRT artifacts
     details: Path | None = None      # the making stage's JSON record, summarised in the report
+
+
+def build_host() -> dict[str, Any]:
+    """The build host's CPU, as the manifest names what the report was measured on."""
+    arch = normalized_arch()
+    have = host_features() or frozenset()
+    return {"cpu": cpu_model_name(), "arch": arch,
+            "cpu_features": sorted(f for f in KNOWN_FEATURES.get(arch, ()) if f in have)}
 
 
 def slug(text: str) -> str:
@@ -314,20 +323,30 @@ class Graph:
 
     def report(self, profile: Profile, teacher: Model, t_eval: Path, built: list[Built], evals: dict[str, Path],
                lat: Path, tdir: Path) -> list:
+        from recipes.measure import ops as ops_stage  # here, not at the top: only this method uses it
+
         rows = tuple({"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
-                      "runtime": runtime_of(b.spec.format), "model": b.spec.model, "lineage": b.model.lineage,
+                      "runtime": runtime_of(b.spec.format), "runner": b.runner, "quantization": to_plain(b.spec.quantize),
+                      "model": b.spec.model, "lineage": b.model.lineage,
                       "path": b.path, "note": b.note, "details": b.details, "metrics": evals[b.spec.name] / "metrics.json",
                       "gates": profile.gates_for(b.spec)} for b in built)
+        # The MACs of each model's forward pass, counted once per model on its fp32 ONNX graph
+        # (quantization changes the precision, not the count); the export is shared with the artifacts.
+        models = {"teacher": teacher, **{b.spec.model: b.model for b in built}}
+        ops = {name: ops_stage.declare(self, onnx_export.declare(self, m, profile.stages.export),
+                                       profile.evaluate.batch_sizes, profile.evaluate.sequence_length)
+               for name, m in models.items()}
         args = report.ReportArgs(
             target=profile.name, profile_source=Path(profile.source),
             teacher={"format": "torch", "metrics": t_eval / "metrics.json", "model_dir": teacher.dir, "data_dir": self.data_dir,
                      "min_accuracy": profile.gates.min_teacher_accuracy},
             artifacts=rows, latency=lat,
             # What pruning and distillation did to each model (sparsity, heads, widths, layers).
-            models={b.spec.model: b.model.record for b in built if b.model.record},
+            models={b.spec.model: b.model.record for b in built if b.model.record}, ops=ops,
             out_json=tdir / "report.json", out_md=tdir / "report.md", out_html=tdir / "report.html", out_png=tdir / "report.png")
         sources = ([t_eval / "metrics.json", lat, self.data_dir / "data.json"] + [evals[b.spec.name] / "metrics.json" for b in built]
-                   + [b.details for b in built if b.details] + [b.model.record for b in built if b.model.record])
+                   + [b.details for b in built if b.details] + [b.model.record for b in built if b.model.record]
+                   + list(ops.values()))
         return self.stage(report.STAGE, [args.out_json, args.out_md, args.out_html, args.out_png], sources, args)
 
     def package(self, profile: Profile, teacher: Model, teacher_files: list[Path], built: list[Built], tdir: Path) -> list:
@@ -336,7 +355,9 @@ class Graph:
         default = profile.bundle.default_artifact or shipped[0].spec.name
         manifest_artifacts = [{"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
                                "runtime": runtime_of(b.spec.format), "path": b.entry, "model": b.spec.model,
-                               "lineage": b.model.lineage, "quantization": to_plain(b.spec.quantize), **b.manifest}
+                               "lineage": b.model.lineage, "quantization": to_plain(b.spec.quantize),
+                               # CPU features the artifact needs to run as built (runtime/cpu_features.py)
+                               "requires_cpu_any": [], "requires_why": "", **b.manifest}
                               for b in shipped]
         stub_dir = tdir / "stub"
         stub_files = stubs.declare(self, shipped, default, manifest_artifacts, stub_dir, VERSION)
@@ -348,7 +369,8 @@ class Graph:
         copies += [(p, f"runtime/{p.relative_to(self.runtime).as_posix()}") for p in sorted(self.runtime.rglob("*.py"))]
         meta = {"target": profile.name, "device": to_plain(profile.device), "shapes": to_plain(profile.shapes),
                 "model": {"name": model_name(info), "model_type": info.model_type}, "max_length": profile.shapes.sequence.max,
-                "default_artifact": default, "git_revision": self.inputs.git_revision, "edgesmith_version": VERSION}
+                "default_artifact": default, "git_revision": self.inputs.git_revision, "edgesmith_version": VERSION,
+                "fallback": list(profile.bundle.fallback), "measured_on": build_host()}
         # The manifest describes the model's inputs and outputs from an ONNX graph of it.
         io_from = next((b.onnx for b in shipped if b.onnx is not None), None) or \
             onnx_export.declare(self, teacher, profile.stages.export)

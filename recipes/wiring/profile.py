@@ -15,6 +15,8 @@ from typing import Literal, Optional
 from recipes.errors import ProfileError
 from recipes.formats.dynamic_int8 import DynamicInt8
 from recipes.formats.onnx_export import ExportParams
+from recipes.formats.openvino import check_spec as check_openvino
+from recipes.formats.openvino_params import NncfPtq, OpenVinoParams, WeightCompression
 from recipes.formats.ptl import MobileParams
 from recipes.formats.pte import Int8DynActInt4Weight
 from recipes.formats.quantize_nf4 import Nf4
@@ -32,15 +34,16 @@ from recipes.params import MAX_BATCH, MAX_SEQUENCE, bounded
 from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
 from recipes.wiring.schema import Loader
 from recipes.wiring.stage import tagged
+from runtime.cpu_features import KNOWN_FEATURES
 
 Arch = Literal["x86_64", "arm64"]
 Accelerator = Literal["none", "cuda", "jetson"]
-Runtime = Literal["onnxruntime", "tensorrt", "pytorch", "pytorch_lite", "executorch"]
-Precision = Literal["fp32", "fp16", "int8", "int4", "nf4"]
+Runtime = Literal["onnxruntime", "openvino", "tensorrt", "pytorch", "pytorch_lite", "executorch"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "nf4"]
 
 # Every quantizer and converter an artifact's `quantize` table can name, told apart by `method`.
-QUANTIZERS = tagged(DynamicInt8, StaticInt8, WeightOnlyInt4, Fp16, Nf4, Int8DynActInt4Weight)
-QuantSpec = DynamicInt8 | StaticInt8 | WeightOnlyInt4 | Fp16 | Nf4 | Int8DynActInt4Weight
+QUANTIZERS = tagged(DynamicInt8, StaticInt8, WeightOnlyInt4, Fp16, Nf4, Int8DynActInt4Weight, NncfPtq, WeightCompression)
+QuantSpec = DynamicInt8 | StaticInt8 | WeightOnlyInt4 | Fp16 | Nf4 | Int8DynActInt4Weight | NncfPtq | WeightCompression
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ class Device:
     # GPU compute capability of the device ("8.7" for Jetson Orin); engines are
     # only valid for the capability that built them.
     compute_capability: str = ""
+    # The device CPU's instruction-set features, by their Linux names (/proc/cpuinfo
+    # "flags" or "Features": avx512_vnni, amx_bf16, asimddp, ...). Artifacts that need
+    # some (OpenVINO bf16 and int8) are checked against this list, never against the build host.
+    cpu_features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,7 @@ class Profile:
     evaluate: EvaluateParams = EvaluateParams()
     engine: EngineParams = EngineParams()
     mobile: MobileParams = MobileParams()
+    openvino: OpenVinoParams = OpenVinoParams()
     stubs: StubParams = StubParams()
     bundle: BundleParams = BundleParams()
     # Filled in by the loader, not by the TOML file.
@@ -163,6 +171,11 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
         if not 1 <= rng.min <= rng.opt <= rng.max:
             raise bad(key, f" = {{min={rng.min}, opt={rng.opt}, max={rng.max}}}: need 1 <= min <= opt <= max")
     check_models(p, bad)
+    known = KNOWN_FEATURES.get(p.device.arch, ())
+    for i, feature in enumerate(p.device.cpu_features):
+        if feature not in known:
+            raise bad(f"device.cpu_features[{i}]", f" = {feature!r} is not a {p.device.arch} feature edgesmith knows; "
+                      f"use the kernel's names: {', '.join(known)}")
     names = [a.name for a in p.artifacts]
     if not names:
         raise bad("artifacts", ": the profile builds nothing; add at least one [[artifacts]] table")
@@ -196,6 +209,8 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
             if getattr(spec, option.key) is not None and spec.format not in option.formats:
                 raise bad(f"{key}.{option.key}", f": {option.doc}; it applies to {' and '.join(option.formats)} artifacts, "
                           f"not {spec.format}; remove it")
+        if spec.format == "openvino":
+            check_openvino(p, spec, key)
         if spec.fuse and spec.format != "onnx":
             raise bad(f"{key}.fuse", f" = true: fusion makes ONNX Runtime graphs; {spec.format} artifacts cannot use it")
         runtime = fmt.runtime
@@ -214,6 +229,9 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
     in_bundle = list(p.bundle.artifacts) or names
     if p.bundle.default_artifact and p.bundle.default_artifact not in in_bundle:
         raise bad("bundle.default_artifact", f" = {p.bundle.default_artifact!r} is not an artifact in the bundle; use one of {', '.join(map(repr, in_bundle))}")
+    for i, name in enumerate(p.bundle.fallback):
+        if name not in in_bundle:
+            raise bad(f"bundle.fallback[{i}]", f" = {name!r} is not an artifact in the bundle; use one of {', '.join(map(repr, in_bundle))}")
     if 1 not in p.evaluate.batch_sizes or any(b < 1 for b in p.evaluate.batch_sizes):
         raise bad("evaluate.batch_sizes", f" = {list(p.evaluate.batch_sizes)}: must be positive and include 1")
     if p.evaluate.sequence_length > p.shapes.sequence.max:

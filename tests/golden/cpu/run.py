@@ -22,7 +22,7 @@ TARGET = 'cpu'
 DESCRIPTION = 'x86-64 CPU: ONNX Runtime "int8" & fp32'
 LABELS = ['negative', 'positive']
 DEFAULT_ARTIFACT = 'int8_dynamic'
-ARTIFACTS = ['fp32', 'int8_dynamic']
+ARTIFACTS = ['fp32', 'int8_dynamic', 'ov_int8']
 
 SETTINGS = run_cli.Settings(target=TARGET, description=DESCRIPTION, labels=LABELS, default_artifact=DEFAULT_ARTIFACT,
                             artifacts=ARTIFACTS, bundle_dir=BUNDLE_DIR)
