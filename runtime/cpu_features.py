@@ -58,6 +58,12 @@ def lacking(any_of: Sequence[str], have: Optional[Iterable[str]]) -> Optional[st
     return f"needs a CPU with {' or '.join(any_of)}, which this host lacks"
 
 
+def known_host_features() -> list:
+    """The host's features among KNOWN_FEATURES for its architecture, sorted (for records and signatures)."""
+    have = host_features() or frozenset()
+    return sorted(f for f in KNOWN_FEATURES.get(normalized_arch(), ()) if f in have)
+
+
 def cpu_frequency_ghz(cpuinfo: Path = CPUINFO) -> Optional[float]:
     """Nominal clock from /proc/cpuinfo ("cpu MHz" of the first core), None where absent (arm64)."""
     try:

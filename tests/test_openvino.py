@@ -61,7 +61,9 @@ def test_openvino_profile_mistakes_are_one_line(tmp_path, edit, message):
 def test_calibration_and_validation_examples_never_overlap():
     calib, valid = sample_indices(100, 30, 50)
     assert len(calib) == 30 and len(valid) == 50 and not set(calib) & set(valid)
-    calib, valid = sample_indices(10, 10, 5)
+    calib, valid = sample_indices(10, 10, 5)  # a small split is shared: calibration gets half
+    assert len(calib) == 5 and len(valid) == 5 and not set(calib) & set(valid)
+    calib, valid = sample_indices(10, 10, 0)
     assert len(calib) == 10 and valid == []
 
 

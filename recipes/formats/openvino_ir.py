@@ -151,6 +151,11 @@ def sample_indices(total: int, calibration: int, validation: int) -> tuple[list[
         step = max(1, len(pool) // count) if count else 1
         return pool[::step][:count]
 
+    if calibration + validation > total:
+        # A small train split is shared: calibration gets at most half, validation the rest. The
+        # counts used are in the stage's record and the report's note.
+        calibration = min(calibration, max(1, total // 2)) if validation else min(calibration, total)
+        validation = min(validation, total - calibration)
     calib = spread(list(range(total)), calibration)
     taken = set(calib)
     return calib, spread([i for i in range(total) if i not in taken], validation)
@@ -182,8 +187,8 @@ def quantize_ptq(args: OpenVinoArgs, model: Any, params: NncfPtq) -> tuple[Any, 
     fp32 = _compiled(model, "f32")
     feeds = _feeds(args, valid_at)
     if not feeds:
-        raise StageError(f"{args.train_jsonl}: all {total} train examples went to calibration, none is left to validate "
-                         "NNCF's accuracy control; lower quantize.calibration_samples or add data")
+        raise StageError(f"{args.train_jsonl}: {total} train example(s): too few to both calibrate and validate NNCF's "
+                         "accuracy control; add data or set quantize.accuracy_control = false")
     reference = [int(np.asarray(fp32(f)[0]).argmax()) for f in feeds]
     items = list(zip(feeds, reference))
 

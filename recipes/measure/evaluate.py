@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from recipes.fsutil import atomic_path, write_json
 from recipes.inputs.data import load_labels, load_split
 from recipes.measure.runners import NotMeasurable, open_runner
+from runtime.cpu_features import known_host_features
 from recipes.textenc import Encoder
 from recipes.wiring.stage import Stage
 
@@ -133,5 +134,8 @@ def declare(g: "Graph", fmt: str, artifact: Path, artifact_files: list[Path], te
                         metrics=out / "metrics.json", logits=out / "logits.npy", teacher_logits=teacher_logits,
                         batch_size=EVAL_BATCH)
     sources = list(artifact_files) + [g.data_dir / "eval.jsonl", g.data_dir / "data.json", teacher.tokenizer]
-    g.stage(STAGE, [args.metrics, args.logits], sources + ([teacher_logits] if teacher_logits else []), args)
+    # Whether an OpenVINO artifact can run at its precision here (bf16) depends on this host's CPU:
+    # a build directory moved to another host re-evaluates it.
+    signature = {"host_cpu_features": known_host_features()} if fmt == "openvino" else None
+    g.stage(STAGE, [args.metrics, args.logits], sources + ([teacher_logits] if teacher_logits else []), args, signature)
     return out

@@ -25,6 +25,7 @@ from recipes.measure.runners import NotMeasurable, open_runner
 from recipes.params import MAX_BATCH, MAX_SEQUENCE, MAX_THREADS, bounded
 from recipes.textenc import Encoder
 from recipes.wiring.stage import Stage
+from runtime.cpu_features import known_host_features
 
 if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
     from recipes.wiring.graph import Graph
@@ -206,5 +207,6 @@ def declare(g: "Graph", artifacts: list[TimedArtifact], files: list[Path], token
             dst: Path) -> Path:
     """Every artifact of a target timed side by side, in interleaved rounds, into `dst`."""
     args = LatencyArgs(artifacts=tuple(artifacts), data_dir=g.data_dir, tokenizer_json=tokenizer_json, params=params, dst=dst)
-    g.stage(STAGE, [dst], files + [g.data_dir / "eval.jsonl", tokenizer_json], args)
+    g.stage(STAGE, [dst], files + [g.data_dir / "eval.jsonl", tokenizer_json], args,
+            {"host_cpu_features": known_host_features()})
     return dst

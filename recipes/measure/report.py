@@ -88,6 +88,13 @@ def build_note(details: dict[str, Any]) -> str:
     if delegation:
         notes.append(f"XNNPACK runs {delegation['delegated_nodes']} of "
                      f"{delegation['delegated_nodes'] + delegation['non_delegated_nodes']} graph nodes")
+    q = details.get("quantization") or {}
+    if q.get("method") == "nncf_ptq":
+        text = f"NNCF int8 calibrated on {q['calibration_samples']} train examples"
+        if q.get("accuracy_control"):
+            text += (f"; accuracy control held agreement with the float model to >= {1 - q['max_drop']:.3f} on "
+                     f"{q['validation_samples']} held-out train examples (reached {q['validation_agreement']:.3f})")
+        notes.append(text + f"; {q['fake_quantize_nodes']} quantized operations")
     return "; ".join(notes)
 
 

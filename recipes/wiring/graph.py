@@ -35,7 +35,7 @@ from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
 from recipes.wiring.signature import canonical_json, short_hash, to_plain
 from recipes.wiring.stage import Stage
 from recipes.wiring.stage_table import module_files
-from runtime.cpu_features import KNOWN_FEATURES, cpu_model_name, host_features, normalized_arch
+from runtime.cpu_features import cpu_model_name, known_host_features, normalized_arch
 from runtime.integrity import sha256_file
 from runtime.version import VERSION
 
@@ -90,10 +90,7 @@ class Built:
 
 def build_host() -> dict[str, Any]:
     """The build host's CPU, as the manifest names what the report was measured on."""
-    arch = normalized_arch()
-    have = host_features() or frozenset()
-    return {"cpu": cpu_model_name(), "arch": arch,
-            "cpu_features": sorted(f for f in KNOWN_FEATURES.get(arch, ()) if f in have)}
+    return {"cpu": cpu_model_name(), "arch": normalized_arch(), "cpu_features": known_host_features()}
 
 
 def slug(text: str) -> str:
