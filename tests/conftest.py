@@ -75,3 +75,14 @@ def tiny_built(tmp_path_factory, tiny_model, tiny_data):
     args = ("target=tiny", f"model={tiny_model}", f"data={tiny_data}")
     first = scons(project, *args, f"cache={cache}")
     return project, args, first, cache
+
+
+@pytest.fixture(scope="session")
+def all_targets_built(tmp_path_factory, tiny_model, tiny_data):
+    """`scons -j2 target=all` over the shipped device profiles on the tiny model, once per session
+    (test_targets_build and test_openvino read it). Returns (project, CompletedProcess)."""
+    project = make_project(tmp_path_factory.mktemp("all") / "project")
+    for extra in ("tiny.toml", "tiny_compress.toml"):  # target=all means the device profiles here
+        (project / "targets" / extra).unlink()
+    proc = scons(project, "-j2", "target=all", f"model={tiny_model}", f"data={tiny_data}", timeout=1200)
+    return project, proc

@@ -18,12 +18,8 @@ DEVICE_TARGETS = sorted(p.stem for p in (REPO / "targets").glob("*.toml"))
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model, tiny_data):
-    project = make_project(tmp_path_factory.mktemp("all") / "project")
-    for extra in ("tiny.toml", "tiny_compress.toml"):  # target=all means the device profiles here
-        (project / "targets" / extra).unlink()
-    proc = scons(project, "-j2", "target=all", f"model={tiny_model}", f"data={tiny_data}", timeout=1200)
-    return project, proc
+def built(all_targets_built):
+    return all_targets_built
 
 
 def test_every_stage_runs_once_across_targets(built):
