@@ -26,8 +26,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from recipes.errors import ProfileError
+from recipes.formats import onnx_export, openvino_ir
 from recipes.formats.openvino_params import NncfPtq, WeightCompression
 from recipes.wiring.stage import Format
+from runtime.cpu_features import host_features, lacking
 
 if TYPE_CHECKING:
     from recipes.wiring.graph import Built, Graph, Model
@@ -78,11 +80,8 @@ def check_spec(p: Any, spec: Any, key: str) -> None:
         raise ProfileError(f"{p.source}: {key}.quantize.accuracy_control = true holds the model to min_agreement, which "
                            "is not set; set gates.min_agreement (profile or artifact) or accuracy_control = false")
 
-def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
-    # Imported here, not at the top: openvino_ir imports this module for its parameter types,
-    # and the stage must not depend on the exporter's code.
-    from recipes.formats import onnx_export, openvino_ir
 
+def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
     p = g.profile
     needs, why = requirements(p.device.arch, spec.precision, spec.quantize)
     args = openvino_ir.declare(g, spec, model, needs, why, INFERENCE_PRECISION.get(spec.precision, "f32"),
@@ -90,8 +89,6 @@ def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
     name = spec.name
     files = [args.model_xml, args.model_xml.with_suffix(".bin"), args.config]
     bundle = [(f, f"models/{name}/{f.name}") for f in files] + [(args.record, f"models/{name}/openvino.json")]
-    from runtime.cpu_features import host_features, lacking
-
     note = ""
     if lacking(needs, host_features()) and spec.precision not in INFERENCE_PRECISION:
         # (An artifact this host cannot run at its precision is not measured; its evaluation says why.)
@@ -104,6 +101,7 @@ def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
                              "runtime_version": g.package_version("openvino"),
                              "record": f"models/{name}/openvino.json"},
                    note=note, details=args.record)
+
 
 FORMAT = Format("openvino", "openvino",
                 {"fp32": (), "bf16": (), "int8": ("nncf_ptq", "weight_compression"), "int4": ("weight_compression",)},
