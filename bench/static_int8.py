@@ -10,7 +10,7 @@ directory, quantizes static int8 variants from them with the stage's own code
   shuffled order, per round), so each round's ratio to the dynamic model is taken within a second or two
   on a host other people share; the table gives median latency and the median of the per-round ratios;
 - ONNX Runtime's profiler (SessionOptions.enable_profiling) per op type for the dynamic model and the
-  static model before and after, each in its own process: which kernels the time goes to.
+  static model before, split and after, each in its own process: which kernels the time goes to.
 
 Writes bench/results/static_int8.md. No absolute paths go into it.
 
@@ -253,7 +253,6 @@ def op_table(profiles: dict[str, dict], batch: int, top: int = 8) -> list[str]:
 
 def main() -> None:
     import numpy as np
-    import onnx
     import onnxruntime
 
     from recipes.formats.quantize_onnx import StaticInt8, quantize_static
@@ -335,8 +334,6 @@ def main() -> None:
                     profiles[b][n] = got
     timing = lockstep(models, feeds_npz, {1: args.rounds_b1, 32: args.rounds_b32}, dynamic)
 
-    from collections import Counter
-    after_ops = Counter(n.op_type for n in onnx.load(str(models[after])).graph.node)
     busy = statistics.median(timing["busy"])
     lines = [
         "# Static QDQ int8 against dynamic int8 on ONNX Runtime",

@@ -37,7 +37,7 @@ class StaticInt8:
     # Per output column of each weight: per-tensor scales cost agreement (95.9% against 98.2% on SST-2 dev).
     per_channel: bool = True
     op_types: tuple[str, ...] = ("MatMul",)
-    # uint8 (asymmetric) for ONNX Runtime on x86: int8 activations agreed less (97.5%) and ran 2.2x (batch 1)
+    # uint8 (asymmetric) for ONNX Runtime on x86: int8 activations agreed less (97.5%) and ran 1.8-2.2x (batch 1)
     # the dynamic model's latency on AVX2 without VNNI. int8 (symmetric, zero points 0) is what TensorRT takes.
     activation_type: Literal["uint8", "int8"] = "uint8"
     # The embedding tables are weight-only int8 in the QDQ model too.
@@ -50,7 +50,7 @@ class StaticInt8:
     #   quantized tensor (the residual Adds) stay float. Same unfused graph: agreement with fp32 94.4% -> 98.2%.
     # "all_matmuls": ORT's default QDQ placement: inputs and outputs of every MatMul in op_types, attention's
     #   two included, and every reader takes the dequantized tensor. ORT runs it as QLinearMatMul, and every
-    #   bias Add, Softmax, GELU and residual between them needs a DQ before and a Q after: 1.3x (batch 1) and
+    #   bias Add, Softmax, GELU and residual between them needs a DQ before and a Q after: 1.2-1.3x (batch 1) and
     #   1.4x (batch 32) the dynamic model's latency, and the least faithful (softmax probabilities in uint8).
     #   TensorRT's explicit quantization is built on it (a strongly typed engine runs whatever is not QDQ'd
     #   in fp32), so the TensorRT profiles keep it.
@@ -59,17 +59,17 @@ class StaticInt8:
     placement: Literal["auto", "weight_inputs", "all_matmuls"] = "auto"
     # What becomes of a fused graph's com.microsoft Attention nodes (the artifact's `fuse = true`; no effect
     # on an unfused graph). QDQ cannot reach the packed QKV weight inside Attention, so left alone
-    # ("float") the QKV projections stay fp32: 1.1x the dynamic model's latency, and 31.5 MB against 23.5
-    # (over the cpu profile's 30 MB gate).
+    # ("float") the QKV projections stay fp32: about 1.1x the dynamic model's latency at batch 1, and
+    # 31.5 MB against 23.5 (over the cpu profile's 30 MB gate).
     # "split": Q/K/V projection MatMuls, quantized like the others, and a MultiHeadAttention over their
     #   float outputs; same arithmetic (checked on a calibration batch), pure QDQ. MultiHeadAttention adds
-    #   the bias and transposes Q, K and V to heads-first in passes of its own: 1.05x.
+    #   the bias and transposes Q, K and V to heads-first in passes of its own: 1.01-1.06x.
     # "qattention": then, with the "weight_inputs" placement and uint8 activations (ORT's CPU QAttention has no
     #   int8-input kernel; otherwise it stays split), each split attention is folded into ORT's int8
     #   QAttention (the dynamic model's attention kernel): input quantized by the calibrated QuantizeLinear
     #   the projections shared, weights the projections' per-channel int8 concatenated; outputs checked
     #   identical to the split model's on a calibration batch (else the split model is kept and the report
-    #   says so). One GEMM writes Q/K/V heads-first: 0.97-0.99x the dynamic model, same agreement (98.2%).
+    #   says so). One GEMM writes Q/K/V heads-first: 0.96-0.99x the dynamic model, same agreement (98.2%).
     attention: Literal["qattention", "split", "float"] = "qattention"
 
     def resolved_placement(self) -> str:
@@ -185,7 +185,8 @@ def split_attention(model) -> list[str]:
         projected = []
         for i, part in enumerate("qkv"):
             name = f"{base}/{part}_weight"
-            model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, i * width:(i + 1) * width]), name))
+            part_weight = np.ascontiguousarray(w[:, i * width:(i + 1) * width])
+            model.graph.initializer.append(numpy_helper.from_array(part_weight, name))
             projected.append(f"{base}/{part}")
             nodes.append(helper.make_node("MatMul", [inputs[0], name], [projected[-1]], name=f"{base}/{part}_proj"))
         mha_inputs = projected + [inputs[2]] + ([inputs[3]] if inputs[3] else [])
