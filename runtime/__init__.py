@@ -1,8 +1,8 @@
 """edgesmith on-device runtime: open a bundle, verify it, classify texts.
 
 Copied verbatim into every bundle. It needs only the standard library and
-numpy to import; tokenizers and onnxruntime are imported when a classifier is
-made. Never import torch, transformers or onnx here: devices do not have them.
+numpy to import; tokenizers and onnxruntime (or openvino, for OpenVINO IR
+artifacts) are imported when a classifier is made. Never import torch, transformers or onnx here: devices do not have them.
 
 It also holds the code of the bundles' generated scripts, which only carry
 their bundle's values: run.py (run_cli), run_engine.py (engine_cli and
