@@ -33,16 +33,6 @@ def _classifier_class(fmt: str) -> Any:
     return getattr(importlib.import_module(f".{module}", __package__), name)
 
 
-def lacking_for(entry: Dict[str, Any]) -> Optional[str]:
-    """The manifest's `requires_cpu_any` for an artifact against this host's CPU (None: nothing lacking)."""
-    needs = entry.get("requires_cpu_any") or []
-    if not needs:
-        return None
-    problem = lacking(needs, host_features())
-    why = entry.get("requires_why")
-    return f"{problem}{f' ({why})' if problem and why else ''}" if problem else None
-
-
 def _print_note(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -89,7 +79,7 @@ class Bundle:
 
     def cannot_run_here(self, entry: Dict[str, Any]) -> Optional[str]:
         """Why this host should not run `entry` (None: it can): its CPU lacks what the artifact was built for."""
-        return lacking_for(entry)
+        return lacking(entry.get("requires_cpu_any") or [], host_features(), entry.get("requires_why", ""))
 
     def runnable_artifact(self, requested: Optional[str], note: Callable[[str], None] = _print_note) -> Dict[str, Any]:
         """The manifest entry to run: `requested`, or the default artifact, or, when the

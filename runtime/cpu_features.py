@@ -46,16 +46,17 @@ def host_features(cpuinfo: Path = CPUINFO) -> Optional[FrozenSet[str]]:
         return None
 
 
-def lacking(any_of: Sequence[str], have: Optional[Iterable[str]]) -> Optional[str]:
-    """None when `have` holds one of `any_of` (or nothing is needed); else why not, in words."""
+def lacking(any_of: Sequence[str], have: Optional[Iterable[str]], why: str = "") -> Optional[str]:
+    """None when `have` holds one of `any_of` (or nothing is needed); else why not, in words (and `why` it matters)."""
     if not any_of:
         return None
+    reason = f" ({why})" if why else ""
     if have is None:
-        return f"this host's CPU features cannot be read (needs {' or '.join(any_of)})"
+        return f"this host's CPU features cannot be read (needs {' or '.join(any_of)}){reason}"
     have = set(have)
     if any(f in have for f in any_of):
         return None
-    return f"needs a CPU with {' or '.join(any_of)}, which this host lacks"
+    return f"needs a CPU with {' or '.join(any_of)}, which this host lacks{reason}"
 
 
 def known_host_features() -> list:

@@ -47,14 +47,9 @@ def read_config(model_xml: Path, context: str) -> Dict[str, Any]:
     return config
 
 
-def cannot_run_here(config: Dict[str, Any], features: Optional[Any] = "host") -> Optional[str]:
+def cannot_run_here(config: Dict[str, Any]) -> Optional[str]:
     """Why this host should not run the artifact (None: it can), from its CPU features."""
-    have = host_features() if features == "host" else features
-    problem = lacking(config.get("requires_cpu_any", []), have)
-    if problem is None:
-        return None
-    why = config.get("why")
-    return f"{problem}{f' ({why})' if why else ''}"
+    return lacking(config.get("requires_cpu_any", []), host_features(), config.get("why", ""))
 
 
 def import_openvino() -> Any:
@@ -81,7 +76,7 @@ def compile_model(model_xml: Path, config: Dict[str, Any], threads: Optional[int
         raise BundleError(f"{context}: OpenVINO {ov.get_version()} cannot compile the model ({one_line(exc)}); "
                           "check the artifact's format/target or rebuild the bundle") from None
     got = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    wanted = {"f32": "f32", "bf16": "bf16"}[config["inference_precision"]]
+    wanted = _HINTS[config["inference_precision"]]
     if _type_name(got) != wanted:
         raise BundleError(f"{context}: OpenVINO compiled the model for {_type_name(got)}, not the {wanted} it was built and "
                           "measured for (the CPU lacks the instructions); run another artifact")

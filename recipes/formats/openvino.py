@@ -84,7 +84,8 @@ def check_spec(p: Any, spec: Any, key: str) -> None:
 def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
     p = g.profile
     needs, why = requirements(p.device.arch, spec.precision, spec.quantize)
-    args = openvino_ir.declare(g, spec, model, needs, why, INFERENCE_PRECISION.get(spec.precision, "f32"),
+    hint = INFERENCE_PRECISION.get(spec.precision, "f32")
+    args = openvino_ir.declare(g, spec, model, needs, why, hint,
                                onnx_export.declare(g, model, p.stages.export) if p.openvino.source == "onnx" else None)
     name = spec.name
     files = [args.model_xml, args.model_xml.with_suffix(".bin"), args.config]
@@ -97,7 +98,7 @@ def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
     return g.built(spec, model, path=args.model_xml, files=files, runner="openvino", bundle=bundle,
                    entry=f"models/{name}/model.xml",
                    manifest={"requires_cpu_any": list(needs), "requires_why": why,
-                             "inference_precision": INFERENCE_PRECISION.get(spec.precision, "f32"),
+                             "inference_precision": hint,
                              "runtime_version": g.package_version("openvino"),
                              "record": f"models/{name}/openvino.json"},
                    note=note, details=args.record)
