@@ -1,5 +1,5 @@
 """Real `scons` runs of the compression chains on a tiny model: distil, prune
-(three ways, one with recovery), quantize each, and report them all."""
+(four ways, two with recovery), quantize each, and report them all."""
 from __future__ import annotations
 
 import json
@@ -19,18 +19,20 @@ pytestmark = pytest.mark.slow
 def built(tmp_path_factory, tiny_model, tiny_data):
     project = make_project(tmp_path_factory.mktemp("compress") / "project")
     args = ("target=tiny_compress", f"model={tiny_model}", f"data={tiny_data}")
-    return project, args, scons(project, *args)
+    # About forty stages, each in its own process: on a busy two-core machine
+    # this build outgrew scons()'s default ten minutes.
+    return project, args, scons(project, *args, timeout=1200)
 
 
 def test_every_shared_stage_runs_once(built):
     counts = Counter(stage for stage, _ in stages_run(built[2]))
     assert counts == Counter({
         "data": 1, "finetune": 1,
-        "teacher_logits": 1,       # one table serves the student and the recovery
-        "distill": 2,              # the student, and the FFN-pruned model's recovery
-        "prune": 3, "export": 5, "fuse": 1, "quantize": 4,
-        "ops": 5,                  # MACs per model (teacher and four derived), for the report's % of peak
-        "evaluate": 6,             # the teacher and five artifacts
+        "teacher_logits": 1,       # one table serves the student, movement pruning and the recoveries
+        "distill": 3,              # the student, and the FFN- and movement-pruned models' recoveries
+        "prune": 4, "export": 6, "fuse": 1, "quantize": 5,
+        "ops": 6,                  # MACs per model (teacher and five derived), for the report's % of peak
+        "evaluate": 7,             # the teacher and six artifacts
         "latency": 1, "report": 1, "stub": 1, "bundle": 1, "archive": 1,
     })
 
@@ -40,8 +42,10 @@ def test_report_covers_every_variant_with_a_plot(built):
     out = project / "build" / "tiny_compress"
     report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["artifacts"]}
-    assert set(rows) == {"teacher", "student_torch", "student_int8", "ffn_int8", "student_heads_int4", "sparse_fp16"}
+    assert set(rows) == {"teacher", "student_torch", "student_int8", "ffn_int8", "student_heads_int4", "sparse_fp16",
+                         "moved_blocks_int8"}
     assert rows["ffn_int8"]["lineage"] == "teacher > prune ffn > recover"
+    assert rows["moved_blocks_int8"]["lineage"] == "teacher > prune movement > recover"
     assert rows["student_heads_int4"]["lineage"] == "teacher > distill > prune heads"
     for row in rows.values():
         for key in ("accuracy", "agreement", "max_abs_logit_diff", "size_bytes", "compressed_bytes"):
@@ -67,6 +71,8 @@ def test_models_have_the_shapes_their_recipes_promise(built):
     assert ffn["intermediate_size"] == 32
     sparse = next(json.loads(p.read_text()) for p in stages.glob("prune-magnitude-*/pruning.json"))
     assert abs(sparse["encoder_linear_sparsity"] - 0.5) < 0.01
+    moved = next(json.loads(p.read_text()) for p in stages.glob("prune-movement-*/pruning.json"))
+    assert moved["speeds_up_dense_kernels"] and moved["intermediate_size_after"] == 32 and moved["heads_per_layer"] == [1, 1]
     assert configs
 
 

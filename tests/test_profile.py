@@ -70,7 +70,7 @@ CPU = (REPO / "targets" / "cpu.toml").read_text()
 
 
 @pytest.mark.parametrize("extra, message", [
-    ('[[models]]\nname = "s"\n', r"models\[0\] \(s\): give exactly one of a distill or a prune table"),
+    ('[[models]]\nname = "s"\n', r"models\[0\] \(s\): give a distill, a prune or a qat table"),
     ('[[models]]\nname = "s"\nbase = "nope"\ndistill = {}\n', r"models\[0\]\.base = 'nope' is not defined above this model"),
     ('[[models]]\nname = "s"\ndistill = { alpha = 1.5 }\n', r"models\[0\]\.distill: need 0 <= alpha <= 1"),
     ('[[models]]\nname = "s"\ndistill = { layer_ids = [2, 0] }\n', r"layer_ids = \[2, 0\]: need distinct, increasing"),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recipes.formats import fuse_onnx, onnx_export, quantize_onnx
+from recipes.formats.qat_int8 import QDQ_ONNX, QatInt8
 from recipes.wiring.stage import Format
 
 if TYPE_CHECKING:
@@ -19,7 +20,10 @@ if TYPE_CHECKING:
 
 
 def precision_onnx(g: "Graph", spec: Any, model: "Model", fuse: bool = False) -> Path:
-    """The ONNX file `spec` asks for: exported, optionally fused, optionally quantized."""
+    """The ONNX file `spec` asks for: exported, optionally fused, optionally quantized; or, for
+    quantize.method = "qat", the QDQ graph the QAT stage exported with its trained scales."""
+    if isinstance(spec.quantize, QatInt8):
+        return model.dir / QDQ_ONNX  # the profile check guarantees a QAT model here
     path = onnx_export.declare(g, model, g.profile.stages.export)
     if fuse:
         path = fuse_onnx.declare(g, path, g.profile.stages.export.atol)
@@ -38,5 +42,5 @@ def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
                    entry=f"models/{spec.name}.onnx", onnx=path)
 
 
-FORMAT = Format("onnx", "onnxruntime", {"fp32": (), "fp16": ("fp16",), "int8": ("dynamic", "static"), "int4": ("weight_only",)},
+FORMAT = Format("onnx", "onnxruntime", {"fp32": (), "fp16": ("fp16",), "int8": ("dynamic", "static", "qat"), "int4": ("weight_only",)},
                 declare_artifact)

@@ -14,7 +14,7 @@ not the export-wide limits; the planned size is in the report.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
@@ -29,8 +29,9 @@ from recipes.formats.quantize_torch import (
     versions,
 )
 from recipes.fsutil import atomic_path, write_json
+from recipes.formats.qat_int8 import PROGRAM, QatInt8
 from recipes.params import bounded
-from recipes.wiring.stage import Format, Stage
+from recipes.wiring.stage import Format, Stage, tagged
 
 if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
     from recipes.wiring.graph import Built, Graph, Model
@@ -56,11 +57,13 @@ class PteArgs:
     model_dir: Path
     dst: Path
     report: Path
-    params: Optional[Int8DynActInt4Weight]   # None: fp32
+    # None: fp32; QatInt8: the QAT model's own int8 program (`program`), lowered as it is.
+    params: Optional[Int8DynActInt4Weight | QatInt8] = field(metadata=tagged(Int8DynActInt4Weight, QatInt8))
     input_names: tuple[str, ...]
     max_batch: int
     max_sequence: int
     atol: float                              # stages.export.atol, for the fp32 file
+    program: Optional[Path] = None           # qat.pt2 of a QAT model
 
 
 def _op_name(target) -> str:
@@ -133,8 +136,27 @@ def quantize_8da4w(module, spec: Int8DynActInt4Weight) -> dict[str, Any]:
             "skipped_linears": skipped, "embeddings": "fp32"}
 
 
-def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActInt4Weight | None,
-               input_names: tuple[str, ...], max_batch: int, max_sequence: int, atol: float = 1e-4) -> dict[str, Any]:
+def qat_program(program: Path, model_dir: Path, input_names: tuple[str, ...]):
+    """The QAT stage's converted int8 program as a module (re-exported below with this profile's shapes),
+    and a reference that runs it for verification."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    with quiet():
+        module = torch.export.load(str(program)).module()
+    vocab = int(json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["vocab_size"])
+
+    def reference(**feeds):
+        with torch.no_grad():
+            return SimpleNamespace(logits=module(*[feeds[n] for n in input_names]))
+    return module, vocab, reference
+
+
+def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActInt4Weight | QatInt8 | None,
+               input_names: tuple[str, ...], max_batch: int, max_sequence: int, atol: float = 1e-4,
+               program: Path | None = None) -> dict[str, Any]:
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
         XnnpackPartitioner,
@@ -143,10 +165,18 @@ def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActIn
 
     from recipes.measure.mobile_runners import PteRunner
 
-    module, vocab = load_logits_module(model_dir, input_names)
     info: dict[str, Any] = {"method": None}
-    if spec is not None:
-        info = quantize_8da4w(module, spec)
+    if isinstance(spec, QatInt8):
+        module, vocab, reference = qat_program(program, model_dir, input_names)
+        info = {"method": "qat", "program": PROGRAM, "weights": "int8 symmetric per channel (trained)",
+                "activations": "int8 static, scales from training"}
+        tolerance = spec.atol
+    else:
+        module, vocab = load_logits_module(model_dir, input_names)
+        reference = reference_model(model_dir)
+        tolerance = atol if spec is None else None
+        if spec is not None:
+            info = quantize_8da4w(module, spec)
     example = example_args(vocab, input_names, *TRACE_SHAPE, seed=0)
     # torch.export specialises sizes 0/1, hence the (2, 16) example and explicit
     # lower bounds; the upper bounds size the planned memory. A profile whose
@@ -179,9 +209,9 @@ def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActIn
     with atomic_path(dst) as tmp:
         tmp.write_bytes(et_program.buffer)
         # Full padded batches: the runner splits them to the program's batch bound.
-        checks = verify(PteRunner(tmp, input_names), reference_model(model_dir), vocab, input_names, seq_max,
-                        atol if spec is None else None, dst.name)
-    report = {"format": "pte", "precision": "fp32" if spec is None else "int4", "quantize": info, "attention": "eager",
+        checks = verify(PteRunner(tmp, input_names), reference, vocab, input_names, seq_max, tolerance, dst.name)
+    precision = {type(None): "fp32", Int8DynActInt4Weight: "int4", QatInt8: "int8"}[type(spec)]
+    report = {"format": "pte", "precision": precision, "quantize": info, "attention": "eager",
               "backend": "XnnpackBackend", "delegation": counts,
               "batch": {"min": 1, "max": batch_max}, "sequence": {"min": 2, "max": seq_max},
               "planned_memory_bytes": int(sum(plan.non_const_buffer_sizes)),
@@ -192,11 +222,11 @@ def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActIn
 
 def build(args: PteArgs) -> dict[str, Any]:
     return export_pte(args.model_dir, args.dst, args.report, args.params, args.input_names, args.max_batch,
-                      args.max_sequence, args.atol)
+                      args.max_sequence, args.atol, args.program)
 
 
 STAGE = Stage("pte", PteArgs, build,
-              modules=("formats.pte", "formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf",
+              modules=("formats.pte", "formats.qat_int8", "formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf",
                        "models.slim", "models.archs", "formats.model_io", "params"),
               packages=("torch", "transformers", "executorch", "torchao"))
 
@@ -207,11 +237,12 @@ def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
     identity = {"model_dir": model.dir, "params": spec.quantize, "input_names": g.input_names,
                 "max_sequence": p.shapes.sequence.max, "max_batch": p.shapes.batch.max, "atol": p.stages.export.atol}
     out = g.stage_dir(f"pte-{spec.precision}", identity)
+    program = model.dir / PROGRAM if isinstance(spec.quantize, QatInt8) else None
     args = PteArgs(model_dir=model.dir, dst=out / "model.pte", report=out / "pte.json", params=spec.quantize,
                    input_names=g.input_names, max_batch=p.shapes.batch.max, max_sequence=p.shapes.sequence.max,
-                   atol=p.stages.export.atol)
-    g.stage(STAGE, [args.dst, args.report], model.weights + [model.tokenizer], args)
+                   atol=p.stages.export.atol, program=program)
+    g.stage(STAGE, [args.dst, args.report], model.weights + [model.tokenizer] + ([program] if program else []), args)
     return g.file_artifact(spec, model, args.dst, args.report, "pte", "pte", "run with the ExecuTorch runtime (XNNPACK) on this host")
 
 
-FORMAT = Format("pte", "executorch", {"fp32": (), "int4": ("8da4w",)}, declare_artifact)
+FORMAT = Format("pte", "executorch", {"fp32": (), "int8": ("qat",), "int4": ("8da4w",)}, declare_artifact)

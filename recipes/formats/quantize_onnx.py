@@ -11,12 +11,14 @@ other than its MatMuls (the residual Adds) put back on the float tensor.
 """
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
+from recipes.formats.accuracy_aware import Agreement, Candidate, hold_to_agreement, holdout_ids, measure_ranking
 from recipes.formats.dynamic_int8 import DynamicInt8
 from recipes.fsutil import atomic_path, write_json
 from recipes.inputs.data import load_split
@@ -71,6 +73,19 @@ class StaticInt8:
     #   identical to the split model's on a calibration batch (else the split model is kept and the report
     #   says so). One GEMM writes Q/K/V heads-first: 0.96-0.99x the dynamic model, same agreement (98.2%).
     attention: Literal["qattention", "split", "float"] = "qattention"
+    # Accuracy-aware static int8 (recipes/formats/accuracy_aware.py). The least agreement with the float
+    # model (same argmax of the logits, ONNX Runtime CPU, at the calibration length) the quantized model
+    # must reach on held-out train examples. When full quantization falls short, the quantized nodes whose
+    # quantization measured noisiest (lowest SQNR) stay float, as few as reach it; quantize.json records
+    # which and why. None: off (one quantization, the same bytes as before the option existed).
+    min_agreement: float | None = bounded(None, min=0.0, max=1.0)
+    # The most quantized nodes (MatMul, Gather) that may stay float before the stage fails rather than ship a
+    # slower model: each costs an fp32 weight (size) and GEMM (speed); a float projection also keeps its
+    # attention out of QAttention.
+    max_float_nodes: int = bounded(12, min=0, max=100_000)
+    # Train examples agreement is measured on, none of them calibration examples (so the ranges were not
+    # fitted to them); 256 resolve agreement to 0.4%. A smaller split gives what is left after calibration.
+    holdout_samples: int = bounded(256, min=1, max=MAX_SAMPLES)
 
     def resolved_placement(self) -> str:
         if self.placement != "auto":
@@ -329,20 +344,114 @@ def _max_output_diff(reference: Path, candidate: Path, feeds: dict) -> float:
     return float(np.abs(outs[0] - outs[1]).max())
 
 
+def keep_float(model, names: set[str]) -> int:
+    """Readers named in `names` (nodes kept float) take x itself where ORT handed them DQ(Q(x)).
+
+    ORT's quantizer leaves an excluded node's own inputs alone, but where a tensor is also quantized for
+    another reader it rewires every reader to the one DequantizeLinear: the kept-float node would still
+    see int8 noise (and, under "weight_inputs", a DQ -> MatMul that is no longer fused). A Q/DQ pair left
+    with no reader is removed."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    changed = 0
+    for node in model.graph.node:
+        if node.name not in names:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                changed += 1
+    while True:
+        used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    used = {name for n in model.graph.node for name in n.input}
+    kept = [i for i in model.graph.initializer if i.name in used]
+    if len(kept) != len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+    return changed
+
+
+def _candidate(pre: Path, out: Path, reader, params: StaticInt8, placement: str, op_types: list[str],
+               extra: dict[str, Any], excluded: list[str], attentions: list[str], check: dict,
+               float_nodes: list[str], calibration_cache: Path | None) -> Candidate:
+    """One static QDQ model of `pre`, with `float_nodes` (beyond the placement's own exclusions) kept float."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static as ort_quantize_static
+
+    out.mkdir()
+    info: dict[str, Any] = {}
+    quantized = out / "quantized.onnx"
+    ort_quantize_static(
+        str(pre),
+        str(quantized),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=op_types,
+        per_channel=params.per_channel,
+        activation_type=QuantType.QUInt8 if params.activation_type == "uint8" else QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=excluded + float_nodes,
+        calibrate_method=getattr(CalibrationMethod, CALIBRATORS[params.calibration]),
+        extra_options=extra,
+        # Accuracy-aware tries only: the first try calibrates and saves the ranges, the others load them.
+        # Ranges are per tensor of the float model, whichever nodes are excluded, so one calibration serves all.
+        calibration_cache_path=calibration_cache,
+    )
+    model = onnx.load(str(quantized))
+    if placement == "weight_inputs":
+        info["float_readers"] = float_to_other_readers(model)
+    if float_nodes:
+        info["float_nodes_rewired"] = keep_float(model, set(float_nodes))
+    if placement == "weight_inputs" or float_nodes:
+        onnx.save(model, str(quantized))
+    final = quantized
+    if params.attention == "qattention" and attentions:
+        # Only attentions whose three projections are all quantized fold (fuse_qattention's pattern needs
+        # a DQ on each projection's input and weight); one with a projection kept float stays split.
+        info["qattention"] = fuse_qattention(model, attentions)
+        if info["qattention"]:
+            onnx.save(model, str(out / "qattention.onnx"))
+            # The same integer arithmetic in another kernel: the logits should not move at all.
+            try:
+                diff = _max_output_diff(quantized, out / "qattention.onnx", check)
+            except Exception as e:  # onnxruntime's own errors (no kernel for these types) have no common base
+                diff, info["qattention_error"] = None, str(e).splitlines()[0][:300]
+            info["qattention_max_abs_diff"] = diff
+            if diff is not None and diff <= SAME_INT8:
+                final = out / "qattention.onnx"
+            else:
+                info["qattention"] = 0  # kept split; the report's diff (or error) says why
+    del model
+    return Candidate(qdq=quantized, final=final, info=info)
+
+
 def quantize_static(src: Path, dst: Path, train_jsonl: Path, tokenizer_json: Path, params: StaticInt8,
                     input_names: tuple[str, ...], length: int) -> dict[str, Any]:
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static as ort_quantize_static
 
     from recipes.errors import StageError
 
     examples = load_split(train_jsonl)
     # Spread the calibration sample across the (id-sorted) split deterministically.
     step = max(1, len(examples) // params.calibration_samples)
-    texts = [e.text for e in examples[::step]][: params.calibration_samples]
-    reader = _TrainSplitReader(texts, Encoder(tokenizer_json, length), input_names, length, params.calibration_batch)
+    calibration_ids = list(range(len(examples)))[::step][: params.calibration_samples]
+    encoder = Encoder(tokenizer_json, length)
+    reader = _TrainSplitReader([examples[i].text for i in calibration_ids], encoder, input_names, length,
+                               params.calibration_batch)
+    holdout = []
+    if params.min_agreement is not None:  # fail before any work when the split leaves nothing to measure on
+        ids = holdout_ids(len(examples), calibration_ids, params.holdout_samples, params.calibration_samples)
+        texts = [examples[i].text for i in ids]
+        holdout = [encoder.encode(texts[i:i + params.calibration_batch], input_names, pad_to=length)
+                   for i in range(0, len(texts), params.calibration_batch)]
     op_types = list(params.op_types) + (["Gather"] if params.quantize_embeddings and "Gather" not in params.op_types else [])
-    act = QuantType.QUInt8 if params.activation_type == "uint8" else QuantType.QInt8
     placement = params.resolved_placement()
     symmetric = params.activation_type == "int8"
     # Symmetric int8 is what TensorRT takes (zero points must be 0). CalibTensorRangeSymmetric centres the
@@ -354,6 +463,7 @@ def quantize_static(src: Path, dst: Path, train_jsonl: Path, tokenizer_json: Pat
                             "activation_type": params.activation_type, "placement": placement,
                             "attention": params.attention}
     check = reader.batches[0]
+    reference = src  # the float model agreement is measured against: the stage's input, as it came
     with tempfile.TemporaryDirectory() as work, atomic_path(dst) as tmp:
         work = Path(work)
         attentions: list[str] = []
@@ -380,41 +490,24 @@ def quantize_static(src: Path, dst: Path, train_jsonl: Path, tokenizer_json: Pat
             # No Q on MatMul outputs: DQ -> MatMul -> (float) is what ORT fuses into MatMulIntegerToFloat.
             extra["OpTypesToExcludeOutputQuantization"] = ["MatMul"]
         info["float_matmuls"] = len(excluded)
-        quantized = work / "quantized.onnx"
-        ort_quantize_static(
-            str(pre),
-            str(quantized),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types,
-            per_channel=params.per_channel,
-            activation_type=act,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            calibrate_method=getattr(CalibrationMethod, CALIBRATORS[params.calibration]),
-            extra_options=extra,
-        )
-        model = onnx.load(str(quantized))
-        if placement == "weight_inputs":
-            info["float_readers"] = float_to_other_readers(model)
-            onnx.save(model, str(quantized))
-        final = quantized
-        if params.attention == "qattention" and attentions:
-            info["qattention"] = fuse_qattention(model, attentions)
-            if info["qattention"]:
-                onnx.save(model, str(work / "qattention.onnx"))
-                # The same integer arithmetic in another kernel: the logits should not move at all.
-                try:
-                    diff = _max_output_diff(quantized, work / "qattention.onnx", check)
-                except Exception as e:  # onnxruntime's own errors (no kernel for these types) have no common base
-                    diff, info["qattention_error"] = None, str(e).splitlines()[0][:300]
-                info["qattention_max_abs_diff"] = diff
-                if diff is not None and diff <= SAME_INT8:
-                    final = work / "qattention.onnx"
-                else:
-                    info["qattention"] = 0  # kept split; the report's diff (or error) says why
-        del model
-        shutil.copyfile(final, tmp)
+        if params.min_agreement is None:
+            candidate = _candidate(pre, work / "quantized", reader, params, placement, op_types, extra, excluded,
+                                   attentions, check, [], None)
+        else:
+            tries = itertools.count(1)
+
+            def build(float_nodes: list[str]) -> Candidate:
+                return _candidate(pre, work / f"try{next(tries)}", reader, params, placement, op_types, extra,
+                                  excluded, attentions, check, float_nodes, work / "calibration.json")
+
+            def rank(all_quantized: Candidate):
+                return measure_ranking(pre, all_quantized.qdq, holdout, tuple(op_types), work)
+
+            agreement = Agreement(reference, holdout)
+            candidate, info["accuracy_aware"] = hold_to_agreement(
+                build, agreement, agreement.samples, rank, params.min_agreement, params.max_float_nodes)
+        info.update(candidate.info)
+        shutil.copyfile(candidate.final, tmp)
     return info
 
 
@@ -483,7 +576,7 @@ def build(args: QuantizeArgs) -> dict[str, Any]:
     return info
 
 
-STAGE = Stage("quantize", QuantizeArgs, build, modules=("formats.quantize_onnx", "formats.dynamic_int8", "textenc", "inputs.data", "params", "runtime.tokenize"),
+STAGE = Stage("quantize", QuantizeArgs, build, modules=("formats.quantize_onnx", "formats.accuracy_aware", "formats.dynamic_int8", "textenc", "inputs.data", "params", "runtime.tokenize"),
               packages=("onnx", "onnxruntime"))
 
 

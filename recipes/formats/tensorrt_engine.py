@@ -270,7 +270,7 @@ def check_precision(precision: str, info: dict[str, bool], onnx_path: Path, name
                          f"use {' or '.join(map(repr, PRECISIONS))}")
     if precision == "int8" and not info["qdq"]:
         raise StageError(f"engine {name}: precision 'int8' needs a QDQ ONNX, but {onnx_path} has no "
-                         "QuantizeLinear/DequantizeLinear nodes; use quantize.method = 'static' for this artifact")
+                         "QuantizeLinear/DequantizeLinear nodes; use quantize.method = 'static' (or 'qat' on a QAT model) for this artifact")
     return info["qdq"] or info["fp16"]
 
 
@@ -499,4 +499,4 @@ def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
                    note=note, engine=engine, details=args.record)
 
 
-FORMAT = Format("tensorrt", "tensorrt", {"fp16": ("fp16",), "int8": ("static",)}, declare_artifact)
+FORMAT = Format("tensorrt", "tensorrt", {"fp16": ("fp16",), "int8": ("static", "qat")}, declare_artifact)

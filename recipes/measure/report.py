@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from recipes.errors import GateError
 from recipes.fsutil import atomic_path, write_json
+from recipes.measure.parity import format_parity, parity_failures, parity_html, parity_markdown
 from recipes.measure.peak import PRECISIONS, host_cpu, peak
 from recipes.params import bounded
 from recipes.wiring.stage import Stage
@@ -39,6 +40,10 @@ class Gates:
     # The teacher's own eval accuracy (absolute): every other gate is relative to the teacher,
     # so nothing else catches a teacher that learned nothing. Profile-wide [gates] only.
     min_teacher_accuracy: Optional[float] = bounded(None, min=0.0, max=1.0)
+    # Artifacts of one QAT model in different formats (recipes/measure/parity.py): the lowest share of
+    # eval examples on which this one predicts the same label as a sibling. The same int8 program in
+    # another runtime; below this, an export or a lowering is wrong.
+    min_format_agreement: Optional[float] = bounded(0.98, min=0.0, max=1.0)
 
 MB = 1_000_000
 
@@ -110,7 +115,18 @@ def model_summary(record: dict[str, Any]) -> str:
                          f"{record['heads_per_layer']}")
         elif record["method"] == "ffn":
             parts.append(f"FFN width {record['intermediate_size_before']} -> {record['intermediate_size_after']}")
+        elif record["method"] == "movement" and record.get("speeds_up_dense_kernels"):
+            parts.append(f"movement pruning (structured, {record['steps']} steps against the teacher): FFN width "
+                         f"{record['intermediate_size_before']} -> {record['intermediate_size_after']}, "
+                         f"{record['heads_removed']} of {record['heads_total']} heads removed")
+        elif record["method"] == "movement":
+            parts.append(f"movement pruning (unstructured, {record['steps']} steps against the teacher): "
+                         f"{100 * record['encoder_linear_sparsity']:.1f}% of encoder weights zero; dense kernels do not skip zeros")
         return "; ".join(parts)
+    if "placement" in record and "quantized_linears" in record:  # qat.json
+        last = record["history"][-1] if record.get("history") else {}
+        return (f"QAT int8 ({record['placement']}): {record['quantized_linears']} linear layers, {record['steps']} steps, "
+                f"activation ranges frozen at step {record['observers_frozen_at_step']}, final loss {last.get('loss', 'n/a')}")
     if "layer_ids" in record:  # training.json of a distillation
         last = record["history"][-1] if record.get("history") else {}
         n = len(record["layer_ids"])
@@ -139,7 +155,7 @@ def compute_precisions(precision: str, quantization: dict[str, Any] | None) -> d
     Dynamic int8 (ONNX Runtime, PyTorch, .ptl) and 8-bit-activation int4
     (8da4w) quantize the weight MatMuls only: attention, between two
     activations, stays fp32 (ONNX Runtime's dynamic quantizer sets
-    MatMulConstBOnly). Static int8 and NNCF's post-training quantization
+    MatMulConstBOnly); so does QAT, which quantizes every nn.Linear. Static int8 and NNCF's post-training quantization
     quantize every MatMul they are given, attention included (NNCF's accuracy
     control may revert some to float: the floor is then optimistic).
     MatMulNBits' accuracy_level 4 computes in int8, 3 in bf16."""
@@ -149,7 +165,7 @@ def compute_precisions(precision: str, quantization: dict[str, Any] | None) -> d
         return _both("bf16")
     if method in ("static", "nncf_ptq"):
         return _both("int8") if "MatMul" in q.get("op_types", ("MatMul",)) else _both("fp32")
-    if method in ("dynamic", "8da4w"):
+    if method in ("dynamic", "8da4w", "qat"):
         return {"linear": "int8", "attention": "fp32"}
     if method == "weight_only":
         return {"linear": {4: "int8", 3: "bf16"}.get(q.get("accuracy_level"), "fp32"), "attention": "fp32"}
@@ -204,7 +220,8 @@ def compute_summary(latency: dict[str, Any], ops: dict[str, Any]) -> dict[str, A
 
 
 def build_report(target: str, profile_source: str, teacher: dict[str, Any], artifacts: list[dict[str, Any]],
-                 latency_path: str, models: dict[str, str] | None = None, ops: dict[str, str] | None = None) -> dict[str, Any]:
+                 latency_path: str, models: dict[str, str] | None = None, ops: dict[str, str] | None = None,
+                 parity_groups: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     latency = _load(latency_path)
     batches = [str(b) for b in sorted(int(b) for b in next(iter(latency["median_ms"].values())))]
     largest = batches[-1]
@@ -243,6 +260,8 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         row["gate_status"] = gate_status(row, art["gates"])
         failures += [f"{art['name']}: {g}" for g in row["gates"]]
         rows.append(row)
+    parity = format_parity(parity_groups or {})
+    failures += parity_failures(parity, {a["name"]: a["gates"].get("min_format_agreement") for a in artifacts})
     return {
         "target": target,
         "profile": profile_source,
@@ -256,6 +275,7 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         "models": {name: {"record": _load(path), "summary": model_summary(_load(path))} for name, path in (models or {}).items()},
         "compute": compute,
         "artifacts": rows,
+        "parity": parity,
         "gate_failures": failures,
         "warnings": warnings,
     }
@@ -390,6 +410,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["| precision | MACs/cycle/core | peak GOPS | from |", "|---|---|---|---|"]
         lines += ["| " + " | ".join(row) + " |" for row in peaks] + [""]
         lines += [f"- {m}" for m in models] + [""]
+    lines += parity_markdown(report.get("parity") or {})
     lines += ["## Models", ""] + [f"- `{m}`: {lineage}" + _summary(report, m) for m, lineage in _lineages(report)] + [""]
     if report["gate_failures"]:
         lines += ["## Gate failures", ""] + [f"- {f}" for f in report["gate_failures"]] + [""]
@@ -484,7 +505,7 @@ in interleaved rounds on the build host.</p>
 </table>
 <p>Agreement: share of eval examples where the artifact predicts the teacher's label. Size vs fp32: against {html.escape(report['size_reference'])}.
 Speed-up: teacher latency (PyTorch) / artifact latency.</p>
-{notes_html}{arithmetic_html}<h2>Models</h2><ul>{lineages}</ul>
+{notes_html}{arithmetic_html}{parity_html(report.get("parity") or {})}<h2>Models</h2><ul>{lineages}</ul>
 {'<h2>Gate failures</h2><ul>' + failures + '</ul>' if failures else ''}
 </body></html>
 """
@@ -505,6 +526,8 @@ class ReportArgs:
     models: dict
     # model name -> its MAC count (recipes/measure/ops.py), for every model in the report, "teacher" included
     ops: dict
+    # QAT model name -> its artifacts [{"name", "format", "metrics": Path, "note"}], when it ships in two or more formats
+    parity_groups: dict
     out_json: Path
     out_md: Path
     out_html: Path
@@ -513,7 +536,8 @@ class ReportArgs:
 
 def build(args: ReportArgs) -> dict[str, Any]:
     source = args.profile_source.as_posix()
-    report = build_report(args.target, source, args.teacher, list(args.artifacts), str(args.latency), args.models, args.ops)
+    report = build_report(args.target, source, args.teacher, list(args.artifacts), str(args.latency), args.models, args.ops,
+                          args.parity_groups)
     for warning in report["warnings"]:
         print(f"edgesmith: WARNING: {warning}", file=sys.stderr)
     write_json(args.out_json, report)
@@ -529,5 +553,5 @@ def build(args: ReportArgs) -> dict[str, Any]:
     return report
 
 
-STAGE = Stage("report", ReportArgs, build, modules=("measure.report", "measure.peak", "params", "runtime.cpu_features"),
+STAGE = Stage("report", ReportArgs, build, modules=("measure.report", "measure.parity", "measure.peak", "params", "runtime.cpu_features"),
               packages=("matplotlib",))

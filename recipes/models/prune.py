@@ -1,4 +1,5 @@
-"""Pruning: unstructured magnitude sparsity, attention heads, FFN neurons.
+"""Pruning: unstructured magnitude sparsity, attention heads, FFN neurons,
+and movement pruning trained against the teacher (recipes.models.movement).
 
 Structured importance is measured on train examples with the first-order
 Taylor score |activation * gradient| of the loss (Michel et al. 2019 for
@@ -14,8 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
+from recipes.errors import StageError
 from recipes.inputs.data import load_labels, load_split
+from recipes.models import teacher_logits
 from recipes.models.model_dir import write_model_dir
+from recipes.models.movement import MovementPrune, check as check_movement, movement_prune
+from recipes.models.teacher_logits import TeacherLogits
 from recipes.models.slim import get_module, head_size, keep_ffn, keep_heads, layers_of
 from recipes.params import MAX_SAMPLES, MAX_SEQUENCE, MAX_THREADS, SEED_MAX, bounded
 from recipes.textenc import Encoder
@@ -63,8 +68,8 @@ class FfnPrune:
     threads: int = bounded(2, min=1, max=MAX_THREADS)
 
 
-PruneSpec = MagnitudePrune | HeadPrune | FfnPrune
-PRUNERS = tagged(MagnitudePrune, HeadPrune, FfnPrune)
+PruneSpec = MagnitudePrune | HeadPrune | FfnPrune | MovementPrune
+PRUNERS = tagged(MagnitudePrune, HeadPrune, FfnPrune, MovementPrune)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class PruneArgs:
     dst: Path
     params: PruneSpec = field(metadata=PRUNERS)
     input_names: tuple[str, ...] = ()
+    # The teacher-logits stage's output: movement pruning trains against it;
+    # None for the other methods.
+    logits_dir: Optional[Path] = None
 
 
 def encoder_linears(model: Any, arch) -> list[tuple[str, Any]]:
@@ -201,6 +209,14 @@ def build(args: PruneArgs) -> dict[str, Any]:
     before = sum(p.numel() for p in model.parameters())
     if isinstance(params, MagnitudePrune):
         info = magnitude_prune(model, arch, params)
+    elif isinstance(params, MovementPrune):
+        if args.logits_dir is None or not (args.logits_dir / "ids.json").is_file():
+            where = "no logits_dir was given" if args.logits_dir is None else f"{args.logits_dir} has no ids.json"
+            raise StageError(f"prune.method = 'movement' trains against the teacher's logits, but {where}; "
+                             f"build the teacher-logits stage first")
+        info = movement_prune(model, arch, params, encoder_linears(model, arch), load_split(args.data_dir / "train.jsonl"),
+                              TeacherLogits.load(args.logits_dir), Encoder(args.base_dir / "tokenizer.json", params.max_length),
+                              load_labels(args.data_dir / "data.json"), args.input_names)
     else:
         labels = load_labels(args.data_dir / "data.json")
         examples = load_split(args.data_dir / "train.jsonl")[: params.samples]
@@ -215,25 +231,37 @@ def build(args: PruneArgs) -> dict[str, Any]:
 
 
 STAGE = Stage("prune", PruneArgs, build,
-              modules=("models.prune", "models.model_dir", "inputs.checkpoint", "inputs.data", "models.slim",
-                       "models.archs", "models.hf", "textenc", "params", "runtime.tokenize"),
+              modules=("models.prune", "models.movement", "models.distill", "models.training", "models.teacher_logits",
+                       "models.model_dir", "inputs.checkpoint", "inputs.data", "models.slim", "models.archs", "models.hf",
+                       "textenc", "params", "runtime.tokenize"),
               packages=("torch", "transformers", "tokenizers"))
 
 
-def declare(g: "Graph", base: "Model", data_dir: Path, params: PruneSpec) -> Path:
+def declare(g: "Graph", base: "Model", teacher: "Model", data_dir: Path, params: PruneSpec) -> Path:
+    """The pruned `base`; movement pruning also declares the teacher's logits it trains against."""
     identity = {"base_dir": base.dir, "data_dir": data_dir, "params": params, "input_names": g.input_names}
+    sources = base.weights + [base.tokenizer, data_dir / "train.jsonl", data_dir / "data.json"]
+    logits = None
+    if isinstance(params, MovementPrune):
+        models = g.profile.models if g.profile else ()
+        check_movement(params, g.profile.source if g.profile else "the profile",
+                       next((f"models[{i}].prune" for i, m in enumerate(models) if m.prune is params), "prune"))
+        # The table's directory is keyed by the teacher, the data, max_length and threads.
+        logits = teacher_logits.declare(g, teacher, data_dir, params.max_length, params.threads)
+        identity["logits_dir"] = logits  # only here: the other methods keep their stage directories
+        sources += [logits / "logits.npy", logits / "ids.json"]
     out = g.stage_dir(f"prune-{params.method}", identity)
-    args = PruneArgs(base_dir=base.dir, data_dir=data_dir, dst=out, params=params, input_names=g.input_names)
-    g.stage(STAGE, g.checkpoint_targets(out, "pruning.json"),
-            base.weights + [base.tokenizer, data_dir / "train.jsonl", data_dir / "data.json"], args)
+    args = PruneArgs(base_dir=base.dir, data_dir=data_dir, dst=out, params=params, input_names=g.input_names,
+                     logits_dir=logits)
+    g.stage(STAGE, g.checkpoint_targets(out, "pruning.json"), sources, args)
     return out
 
 
 def declare_model(g: "Graph", base: "Model", teacher: "Model", params: PruneSpec) -> "Model":
     """A [[models]] `prune` step."""
-    out = declare(g, base, g.data_dir, params)
+    out = declare(g, base, teacher, g.data_dir, params)
     return g.model_at(out, f"{base.lineage} > prune {params.method}", out / "pruning.json")
 
 
 MODEL_STEPS = (ModelStep("prune", PruneSpec, declare_model, order=20, metadata=PRUNERS,
-                         doc="magnitude sparsity, attention heads or FFN neurons removed"),)
+                         doc="magnitude sparsity, attention heads or FFN neurons removed, or movement pruning against the teacher"),)

@@ -64,6 +64,9 @@ class Model:
     weights: list[Path]  # config.json, model.safetensors
     lineage: str         # how it was made, for the report
     record: Path | None = None  # training.json / pruning.json of the stage that made it
+    # The QatParams of a quantization-aware-trained model: its int8 programs (qat.qdq.onnx, qat.pt2)
+    # are in `dir`, and its artifacts ship them (quantize.method = "qat").
+    qat: Any = None
 
     @property
     def tokenizer(self) -> Path:
@@ -252,8 +255,8 @@ class Graph:
         tokenizer = [f.name for f in self.info.files if f.name not in ("config.json", "model.safetensors")]
         return [out / n for n in ["config.json", "model.safetensors", *tokenizer, summary, "manifest.json"]]
 
-    def model_at(self, out: Path, lineage: str, record: Path | None) -> Model:
-        return Model(out, [out / "config.json", out / "model.safetensors"], lineage, record)
+    def model_at(self, out: Path, lineage: str, record: Path | None, qat: Any = None) -> Model:
+        return Model(out, [out / "config.json", out / "model.safetensors"], lineage, record, qat)
 
     def built(self, spec: ArtifactSpec, model: Model, **fields: Any) -> Built:
         return Built(spec, model, **fields)
@@ -333,17 +336,25 @@ class Graph:
         ops = {name: ops_stage.declare(self, onnx_export.declare(self, m, profile.stages.export),
                                        profile.evaluate.batch_sizes, profile.evaluate.sequence_length)
                for name, m in models.items()}
+        # A QAT model shipped in several formats: their eval logits are compared pairwise (measure/parity.py).
+        parity: dict[str, list[dict[str, Any]]] = {}
+        for b in built:
+            if b.model.qat is not None:
+                parity.setdefault(b.spec.model, []).append({"name": b.spec.name, "format": b.spec.format,
+                                                            "metrics": evals[b.spec.name] / "metrics.json", "note": b.note})
+        parity = {m: group for m, group in parity.items() if len(group) > 1}
         args = report.ReportArgs(
             target=profile.name, profile_source=Path(profile.source),
             teacher={"format": "torch", "metrics": t_eval / "metrics.json", "model_dir": teacher.dir, "data_dir": self.data_dir,
                      "min_accuracy": profile.gates.min_teacher_accuracy},
             artifacts=rows, latency=lat,
             # What pruning and distillation did to each model (sparsity, heads, widths, layers).
-            models={b.spec.model: b.model.record for b in built if b.model.record}, ops=ops,
+            models={b.spec.model: b.model.record for b in built if b.model.record}, ops=ops, parity_groups=parity,
             out_json=tdir / "report.json", out_md=tdir / "report.md", out_html=tdir / "report.html", out_png=tdir / "report.png")
         sources = ([t_eval / "metrics.json", lat, self.data_dir / "data.json"] + [evals[b.spec.name] / "metrics.json" for b in built]
                    + [b.details for b in built if b.details] + [b.model.record for b in built if b.model.record]
-                   + list(ops.values()))
+                   + list(ops.values())
+                   + [evals[a["name"]] / "logits.npy" for group in parity.values() for a in group])
         return self.stage(report.STAGE, [args.out_json, args.out_md, args.out_html, args.out_png], sources, args)
 
     def package(self, profile: Profile, teacher: Model, teacher_files: list[Path], built: list[Built], tdir: Path) -> list:

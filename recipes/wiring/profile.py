@@ -19,6 +19,7 @@ from recipes.formats.openvino import check_spec as check_openvino
 from recipes.formats.openvino_params import NncfPtq, OpenVinoParams, WeightCompression
 from recipes.formats.ptl import MobileParams
 from recipes.formats.pte import Int8DynActInt4Weight
+from recipes.formats.qat_int8 import QatInt8
 from recipes.formats.quantize_nf4 import Nf4
 from recipes.formats.quantize_onnx import Fp16, StaticInt8, WeightOnlyInt4
 from recipes.formats.tensorrt_engine import EngineParams
@@ -26,7 +27,7 @@ from recipes.measure.latency import EvaluateParams
 from recipes.measure.report import Gates
 from recipes.models.distill import DistillParams
 from recipes.models.finetune import FinetuneParams
-from recipes.models.prune import FfnPrune, HeadPrune, MagnitudePrune
+from recipes.models.prune import FfnPrune, HeadPrune, MagnitudePrune, MovementPrune
 from recipes.models.training import TrainParams
 from recipes.package.bundle import BundleParams
 from recipes.package.stubs import StubParams
@@ -42,8 +43,10 @@ Runtime = Literal["onnxruntime", "openvino", "tensorrt", "pytorch", "pytorch_lit
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "nf4"]
 
 # Every quantizer and converter an artifact's `quantize` table can name, told apart by `method`.
-QUANTIZERS = tagged(DynamicInt8, StaticInt8, WeightOnlyInt4, Fp16, Nf4, Int8DynActInt4Weight, NncfPtq, WeightCompression)
-QuantSpec = DynamicInt8 | StaticInt8 | WeightOnlyInt4 | Fp16 | Nf4 | Int8DynActInt4Weight | NncfPtq | WeightCompression
+QUANTIZERS = tagged(DynamicInt8, StaticInt8, WeightOnlyInt4, Fp16, Nf4, Int8DynActInt4Weight, NncfPtq, WeightCompression,
+                   QatInt8)
+QuantSpec = (DynamicInt8 | StaticInt8 | WeightOnlyInt4 | Fp16 | Nf4 | Int8DynActInt4Weight | NncfPtq | WeightCompression
+             | QatInt8)
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,7 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
             if getattr(spec, option.key) is not None and spec.format not in option.formats:
                 raise bad(f"{key}.{option.key}", f": {option.doc}; it applies to {' and '.join(option.formats)} artifacts, "
                           f"not {spec.format}; remove it")
+        check_qat_artifact(p, spec, key, bad)
         if spec.format == "openvino":
             check_openvino(p, spec, key)
         if spec.fuse and spec.format != "onnx":
@@ -261,11 +265,17 @@ def check_models(p: Profile, bad) -> None:
             raise bad(f"{key}.name", f" = {m.name!r}: use a unique name of letters, digits, '_' or '-' (and not 'teacher')")
         if m.base not in known:
             raise bad(f"{key}.base", f" = {m.base!r} is not defined above this model; use one of {', '.join(map(repr, known))}")
-        if (m.distill is None) == (m.prune is None):
-            raise bad(key, f" ({m.name}): give exactly one of a distill or a prune table")
+        if m.distill is not None and m.prune is not None:
+            raise bad(key, f" ({m.name}): give a distill or a prune table, not both (chain them as two models with base)")
+        if m.distill is None and m.prune is None and m.qat is None:
+            raise bad(key, f" ({m.name}): give a distill, a prune or a qat table")
+        base = next((b for b in p.models if b.name == m.base), None)
+        if base is not None and base.qat is not None:
+            raise bad(f"{key}.base", f" = {m.base!r} is a quantization-aware-trained model; QAT is the last step of a chain, "
+                      "so start this model from the model it was trained from")
         if m.recover is not None and m.prune is None:
             raise bad(f"{key}.recover", ": recovery training follows pruning; for a student use the distill table")
-        for part, train in (("distill", m.distill), ("recover", m.recover)):
+        for part, train in (("distill", m.distill), ("recover", m.recover), ("qat", m.qat)):
             if train is None:
                 continue
             if not 0.0 <= train.alpha <= 1.0 or train.temperature <= 0 or train.hidden_loss < 0:
@@ -279,9 +289,28 @@ def check_models(p: Profile, bad) -> None:
             if any(i < 0 for i in d.layer_ids) or list(d.layer_ids) != sorted(set(d.layer_ids)):
                 raise bad(f"{key}.distill.layer_ids", f" = {list(d.layer_ids)}: need distinct, increasing, non-negative layer indices")
         pr = m.prune
-        if isinstance(pr, (HeadPrune, FfnPrune)) and pr.max_length is not None and pr.max_length > p.shapes.sequence.max:
+        if isinstance(pr, (HeadPrune, FfnPrune, MovementPrune)) and pr.max_length is not None and pr.max_length > p.shapes.sequence.max:
             raise bad(f"{key}.prune.max_length", f" = {pr.max_length} exceeds shapes.sequence.max = {p.shapes.sequence.max}")
         known.append(m.name)
+
+
+def check_qat_artifact(p: Profile, spec: ArtifactSpec, key: str, bad) -> None:
+    """A QAT model ships its own int8 program, and only that program ships a QAT model."""
+    model = next((m for m in p.models if m.name == spec.model), None)
+    qat = model.qat if model is not None else None
+    if isinstance(spec.quantize, QatInt8):
+        if qat is None:
+            raise bad(f"{key}.quantize.method", f" = 'qat': model {spec.model!r} was not trained with QAT; give it a "
+                      "[[models]] qat table, or use method 'static' or 'dynamic'")
+        if spec.fuse:
+            raise bad(f"{key}.fuse", " = true: a QAT graph is already quantized, and fusion would rewrite the layers its "
+                      "scales were trained for; remove fuse")
+        if spec.format == "pte" and qat.placement != "linear_io":
+            raise bad(f"{key}.format", f" = 'pte': model {spec.model!r} has qat.placement = {qat.placement!r}, which "
+                      "XNNPACK cannot lower; use placement 'linear_io' for a model that ships as .pte")
+    elif qat is not None:
+        raise bad(f"{key}.quantize", f": model {spec.model!r} is quantization-aware trained; its artifacts ship its int8 "
+                  "program: set precision = 'int8' and quantize = { method = 'qat' }")
 
 
 def load_profile(path: Path, templates_dir: Path | None = None) -> Profile:
@@ -306,11 +335,11 @@ def load_profile(path: Path, templates_dir: Path | None = None) -> Profile:
 def resolve(p: Profile) -> Profile:
     """Fill in defaults that follow other keys, so every stage gets its parameters resolved and explicit.
 
-    Pruning scores examples at stages.finetune.max_length unless it says otherwise.
+    Pruning scores (movement pruning: trains on) examples at stages.finetune.max_length unless it says otherwise.
     """
     models = []
     for m in p.models:
-        if isinstance(m.prune, (HeadPrune, FfnPrune)) and m.prune.max_length is None:
+        if isinstance(m.prune, (HeadPrune, FfnPrune, MovementPrune)) and m.prune.max_length is None:
             m = dataclasses.replace(m, prune=dataclasses.replace(m.prune, max_length=p.stages.finetune.max_length))
         models.append(m)
     return dataclasses.replace(p, models=tuple(models))
