@@ -10,22 +10,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from recipes.inputs.checkpoint import TOKENIZER_FILES
 from recipes.fsutil import atomic_dir, dir_manifest
 
 
-def write_model_dir(model: Any, tokenizer_dir: Path, dst: Path, record_name: str, record: dict[str, Any],
-                    extra: Callable[[Path], None] | None = None) -> None:
-    """Save `model` (a transformers PreTrainedModel) to `dst`, with `record` as `record_name`.
-
-    `extra(tmp)` writes further files of the stage (QAT's int8 programs) into the same directory
-    before the record, so they appear with it, in the manifest, and may add to `record`."""
+def write_model_dir(model: Any, tokenizer_dir: Path, dst: Path, record_name: str, record: dict[str, Any]) -> None:
+    """Save `model` (a transformers PreTrainedModel) to `dst`, with `record` as `record_name`."""
     with atomic_dir(dst) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        if extra is not None:
-            extra(tmp)
         for name in TOKENIZER_FILES:
             if (tokenizer_dir / name).is_file():
                 shutil.copyfile(tokenizer_dir / name, tmp / name)

@@ -47,7 +47,7 @@ from recipes.formats.qat_int8 import PROGRAM, QDQ_ONNX, RECORD
 from recipes.inputs.data import load_labels, load_split
 from recipes.models import teacher_logits
 from recipes.models.distill import distillation_loss
-from recipes.models.model_dir import write_model_dir
+from recipes.inputs.checkpoint import TOKENIZER_FILES
 from recipes.models.teacher_logits import TeacherLogits
 from recipes.models.training import TrainParams, deterministic_torch, train
 from recipes.params import MAX_EPOCHS, MAX_SAMPLES, bounded
@@ -339,9 +339,29 @@ def build(args: QatArgs) -> dict[str, Any]:
         record["onnx_checks"] = check_onnx(tmp / QDQ_ONNX, converted, vocab, args.input_names, args.max_sequence,
                                            params.export_atol)
 
-    # One directory, written atomically: the checkpoint, the record and both programs appear together.
-    write_model_dir(model, args.base_dir, args.dst, RECORD, record, extra=write_programs)
+    write_qat_dir(model, args.base_dir, args.dst, record, write_programs)
     return record
+
+
+def write_qat_dir(model: Any, tokenizer_dir: Path, dst: Path, record: dict[str, Any], write_programs) -> None:
+    """models/model_dir.write_model_dir's layout plus the two int8 programs, in one atomic directory:
+    the checkpoint, the programs, the record and the manifest appear together or not at all.
+
+    Written here rather than as an option of write_model_dir: that module is in the signature of every
+    training stage, and an edit to it would retrain every teacher and student once."""
+    import json
+    import shutil
+
+    from recipes.fsutil import atomic_dir, dir_manifest
+
+    with atomic_dir(dst) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        write_programs(tmp)
+        for name in TOKENIZER_FILES:
+            if (tokenizer_dir / name).is_file():
+                shutil.copyfile(tokenizer_dir / name, tmp / name)
+        (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps({"files": dir_manifest(tmp)}, indent=2, sort_keys=True) + "\n")
 
 
 STAGE = Stage("qat", QatArgs, build,
