@@ -24,13 +24,11 @@ from onnx import numpy_helper
 from recipes.errors import ProfileError, StageError
 from recipes.formats import quantize_onnx
 from recipes.formats.accuracy_aware import Candidate, Ranked, hold_to_agreement
-from recipes.formats.fuse_onnx import fuse
-from recipes.formats.onnx_export import ExportParams, export_onnx
 from recipes.formats.quantize_onnx import StaticInt8, quantize_static
 from recipes.inputs.data import load_split
 from recipes.textenc import Encoder
 from recipes.wiring.profile import load_profile
-from tiny_model import REPO, make_checkpoint
+from tiny_model import REPO
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 VOCAB = 400
@@ -40,12 +38,11 @@ CALIBRATION = 32
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory, tiny_rows):
+def graphs(tmp_path_factory, tiny_rows, exported_classifier):
     """The tiny BERT classifier exported (fp32) and fused, its tokenizer and an 80-example train split."""
-    root = tmp_path_factory.mktemp("accuracy_aware")
-    model = make_checkpoint(root / "m", [r["text"] for r in tiny_rows], with_head=True, seed=3)
-    export_onnx(model, root / "fp32.onnx", root / "export.json", ExportParams(), NAMES, 64, 64)
-    fuse(root / "fp32.onnx", root / "fused.onnx", root / "fuse.json", NAMES, VOCAB, 1e-4, 64)
+    root = exported_classifier(3, tmp_path_factory.mktemp("accuracy_aware"), fused=True)
+    model = root / "m"
+    assert json.loads((model / "config.json").read_text())["vocab_size"] == VOCAB
     train = root / "train.jsonl"
     train.write_text("".join(json.dumps({"id": f"t{i:03d}", "text": r["text"], "label": r["label"]}) + "\n"
                              for i, r in enumerate(tiny_rows)))

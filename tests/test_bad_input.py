@@ -49,6 +49,13 @@ def test_help_documents_variables(project):
     proc = scons(project, "-h")
     for var in ("target", "model", "data", "eval_data", "text_column", "label_column", "cache"):
         assert f"\n{var}:" in proc.stdout
+    for budget in ("latency_b1_ms", "latency_bmax_ms", "size_mb", "peak_memory_mb", "accuracy_ratio", "agreement", "objective"):
+        assert f"\n    budget.{budget}:" in proc.stdout
+
+
+def test_unknown_budget_is_one_line(project, args):
+    one_error(scons(project, *args, "budget.latency_ms=4", check=False), "budget.latency_ms=4: no such budget",
+              "latency_b1_ms")
 
 
 @pytest.mark.parametrize("edit,fragments", [
@@ -117,10 +124,13 @@ def test_labels_that_do_not_match_the_model(project, args, tmp_path, tiny_rows):
     one_error(scons(project, *with_arg(args, "model", model), check=False), "'negative'", "not labels of the model", "'bad', 'good'")
 
 
-def test_failing_gate_shows_value_and_limit(project, args):
+def test_failing_gate_shows_value_and_limit(project, args, tiny_built):
     profile = project / "targets" / "tiny.toml"
     profile.write_text(profile.read_text().replace('quantize = { method = "dynamic" }', 'quantize = { method = "dynamic" }\ngates = { max_size_mb = 0.0001 }'))
-    line = one_error(scons(project, *args, check=False), "quality gate failed", "int8_dynamic", "max_size_mb 0.0001")
+    # Every stage before the report is the session's target=tiny build's: taken from its cache.
+    cache = tiny_built[3]
+    line = one_error(scons(project, *args, f"cache={cache}", "--cache-readonly", check=False),
+                     "quality gate failed", "int8_dynamic", "max_size_mb 0.0001")
     assert "report.md" in line
     assert "FAIL" in (project / "build" / "tiny" / "report.md").read_text()
     assert not (project / "dist" / "tiny-tiny-bert.tar.gz").exists()

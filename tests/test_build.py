@@ -41,7 +41,7 @@ def test_first_build_runs_every_stage_once(built):
     _, _, first = built
     ran = names(first)
     assert ran == sorted(["data", "finetune", "export", "quantize", "quantize", "evaluate", "evaluate", "evaluate",
-                          "evaluate", "latency", "ops", "report", "stub", "bundle", "archive"])
+                          "evaluate", "latency", "memory", "ops", "report", "stub", "bundle", "archive"])
 
 
 def test_outputs_bundle_report_and_stub_work(built):
@@ -84,7 +84,7 @@ def test_param_change_rebuilds_only_that_stage_and_dependents(built, tmp_path):
     profile.write_text(text.replace("calibration_samples = 16", "calibration_samples = 12"))
     proc = scons(project, *built[1])
     ran = stages_run(proc)
-    assert names(proc) == sorted(["quantize", "evaluate", "latency", "report", "stub", "bundle", "archive"])
+    assert names(proc) == sorted(["quantize", "evaluate", "latency", "memory", "report", "stub", "bundle", "archive"])
     assert any("onnx-int8-static" in target for stage, target in ran if stage == "quantize")
 
 
@@ -97,10 +97,10 @@ def test_new_checkpoint_weights_rebuild_everything_downstream(built, tmp_path, t
     make_checkpoint(tmp_path / "reseeded", [r["text"] for r in tiny_rows], seed=1)
     shutil.copy2(tmp_path / "reseeded" / "model.safetensors", model / "model.safetensors")
     args = [a if not a.startswith("model=") else f"model={model}" for a in built[1]]
-    proc = scons(project, *args)
+    proc = scons(project, "-j2", *args)
     # The stub depends only on labels and profile, so it is not rebuilt.
     assert names(proc) == sorted(["finetune", "export", "quantize", "quantize", "evaluate", "evaluate", "evaluate",
-                                  "evaluate", "latency", "ops", "report", "bundle", "archive"])
+                                  "evaluate", "latency", "memory", "ops", "report", "bundle", "archive"])
 
 
 def test_identical_bytes_stop_the_cascade(built, tmp_path):
@@ -139,70 +139,85 @@ def test_editing_profile_validation_rebuilds_nothing(built, tmp_path):
     assert names(proc) == []
 
 
-def test_kill_mid_stage_then_rerun_finishes(built, tmp_path):
-    project = clone(built, tmp_path / "p")
-    profile = project / "targets" / "tiny.toml"
-    profile.write_text(profile.read_text().replace("epochs = 2", "epochs = 40"))
-    proc = subprocess.Popen([SCONS, "-Q", *built[1]], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True, env=dict(os.environ, TQDM_DISABLE="1"))
-    for line in proc.stdout:
-        if line.startswith("[finetune]"):
-            break
-    teacher_dir = project / line.split()[1]
-    teacher_dir = teacher_dir.parent
-    time.sleep(4)  # inside the training loop
+def start(project: Path, args) -> subprocess.Popen:
+    """A build in its own process group, its output (progress bars included) on one pipe."""
+    return subprocess.Popen([SCONS, "-Q", *args], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, env=dict(os.environ, PYTHONWARNINGS="ignore", PYTHONUNBUFFERED="1"))
+
+
+def read_until(proc: subprocess.Popen, pattern: bytes) -> tuple[str, re.Match]:
+    """The build's output up to the first match of `pattern` (read as it comes: progress bars end no line)."""
+    out = b""
+    while not (match := re.search(pattern, out, re.M)):
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        assert chunk, f"the build ended before {pattern!r}:\n{out.decode(errors='replace')[-3000:]}"
+        out += chunk
+    return out.decode(errors="replace"), match
+
+
+def kill(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    # Nothing that looks complete: the fine-tuned weights were never renamed into place.
+    proc.stdout.close()
+
+
+def test_killed_builds_leave_nothing_half_done_and_resume_where_they_stopped(built, tmp_path):
+    """SIGKILL twice, then finish. Inside the fine-tuning loop: nothing may look complete, and the next build must
+    train again. Right after fine-tuning finished: SCons saved nothing (.sconsign), so the fine-tuning must be
+    recognised by its stamp, not redone."""
+    project = clone(built, tmp_path / "p")
+    profile = project / "targets" / "tiny.toml"
+    tiny = profile.read_text()
+    profile.write_text(tiny.replace("epochs = 2", "epochs = 40"))
+    # 1. Killed inside the training loop: its progress bar is drawn as the loop starts.
+    proc = start(project, built[1])
+    _, match = read_until(proc, rb"^\[finetune\] (\S+)$")
+    teacher_dir = (project / match.group(1).decode()).parent
+    read_until(proc, rb"finetune: +0%")
+    time.sleep(0.5)
+    kill(proc)
+    # Nothing that looks complete: the fine-tuned weights were never renamed into place, and SCons would train again.
     assert not (teacher_dir / "model.safetensors").exists()
-    finished = scons(project, *built[1])
-    assert "finetune" in names(finished)
-    assert (teacher_dir / "model.safetensors").exists()
-    assert not list((project / "build" / "stages").glob(".*.tmp")), "stale temporaries left behind"
-    assert stages_run(scons(project, *built[1])) == []
-
-
-def test_stages_finished_before_a_sigkill_are_not_run_again(built, tmp_path):
-    """SIGKILL stops SCons before it saves .sconsign; the fine-tuning that finished
-    before the kill must be recognised by its stamp, not redone."""
-    project = clone(built, tmp_path / "p")
-    profile = project / "targets" / "tiny.toml"
-    profile.write_text(profile.read_text().replace("epochs = 2", "epochs = 3"))
-    proc = subprocess.Popen([SCONS, "-Q", *built[1]], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True, env=dict(os.environ, TQDM_DISABLE="1"))
-    teacher = None
-    for line in proc.stdout:
-        if line.startswith("[finetune]"):
-            teacher = project / line.split()[1]
-        if line.startswith("[export]"):  # fine-tuning has finished; SCons has not saved anything yet
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    weights = teacher.parent / "model.safetensors"
+    assert f"[finetune] {match.group(1).decode()}" in scons(project, "-n", *built[1]).stdout
+    # 2. Another fine-tuning (3 epochs, so the test does not wait for 40), killed as soon as it has finished.
+    profile.write_text(tiny.replace("epochs = 2", "epochs = 3"))
+    proc = start(project, built[1])
+    _, match = read_until(proc, rb"^\[finetune\] (\S+)$")
+    weights = (project / match.group(1).decode()).parent / "model.safetensors"
+    out, _ = read_until(proc, rb"^\[export\] ")
+    kill(proc)
+    assert "up to date" not in out, out
+    assert weights.exists()
     finished_at = weights.stat().st_mtime_ns
-    again = scons(project, *built[1])
+    # 3. The build finishes without fine-tuning a third time. The export either runs again (killed mid-way) or, if
+    # the tiny export finished before the kill landed, is recognised by its stamp; never half-written and trusted.
+    again = scons(project, "-j2", *built[1])
     assert re.search(r"^\[finetune\] \S+: up to date \(finished by an earlier build", again.stdout, re.M), again.stdout
     assert weights.stat().st_mtime_ns == finished_at, "fine-tuning ran again"
-    assert "export" in names(again)  # killed mid-way: it runs again
+    assert "export" in names(again) or re.search(r"^\[export\] \S+: up to date \(finished by an earlier build",
+                                                 again.stdout, re.M), again.stdout
+    assert not list((project / "build" / "stages").glob(".*.tmp")), "stale temporaries left behind"
     assert stages_run(scons(project, *built[1])) == []
     # A stamp never vouches for outputs changed since: touching the weights reruns fine-tuning.
     subprocess.run(["touch", str(weights)], check=True)
     (project / ".sconsign.dblite").unlink()
-    rebuilt = scons(project, *built[1])
+    rebuilt = scons(project, "-j2", *built[1])
     assert "finetune" in names(rebuilt)
     assert not re.search(r"^\[finetune\] \S+: up to date", rebuilt.stdout, re.M)
 
 
 def test_clean_builds_are_byte_identical_and_cache_restores(built, tmp_path):
+    """The second build starts every stage as a plain `python -m` child (EDGESMITH_FORKSERVER=0) where the
+    first forked them from the preloaded stage server (recipes/wiring/stage_process.py): the same bytes."""
     project = make_project(tmp_path / "second")
     cache = tmp_path / "cache"
-    scons(project, *built[1], f"cache={cache}")
+    scons(project, "-j2", *built[1], f"cache={cache}", env={"EDGESMITH_FORKSERVER": "0"})
     base_tar = built[0] / "dist" / "tiny-tiny-bert.tar.gz"
     tar = project / "dist" / "tiny-tiny-bert.tar.gz"
     assert tar.read_bytes() == base_tar.read_bytes()
     scons(project, "-c", *built[1])
     assert not tar.exists()
-    restored = scons(project, *built[1], f"cache={cache}")
+    restored = scons(project, "-j2", *built[1], f"cache={cache}")
     assert stages_run(restored) == []
     assert tar.read_bytes() == base_tar.read_bytes()
 

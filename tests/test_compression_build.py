@@ -10,22 +10,27 @@ from collections import Counter
 
 import pytest
 
-from conftest import make_project, scons, stages_run
+from conftest import scons, stage_dirs_retrieved, stages_run
 
 pytestmark = pytest.mark.slow
 
 
+# The teacher's stages are tiny.toml's (same data, fine-tuning, export and evaluation): the same nodes as the
+# session's target=tiny build, so compress_built takes them from its cache. Each one's stage directory, by prefix.
+TEACHER_STAGES = {"data": "data", "teacher": "finetune", "onnx-fp32": "export", "ops": "ops", "eval": "evaluate"}
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model, tiny_data):
-    project = make_project(tmp_path_factory.mktemp("compress") / "project")
-    args = ("target=tiny_compress", f"model={tiny_model}", f"data={tiny_data}")
-    # About forty stages, each in its own process: on a busy two-core machine
-    # this build outgrew scons()'s default ten minutes.
-    return project, args, scons(project, *args, timeout=1200)
+def built(compress_built):
+    return compress_built
 
 
 def test_every_shared_stage_runs_once(built):
-    counts = Counter(stage for stage, _ in stages_run(built[2]))
+    retrieved = stage_dirs_retrieved(built[2])
+    assert sorted(d.rsplit("-", 1)[0] for d in retrieved) == sorted(TEACHER_STAGES)
+    # Run here or taken from the cache, every node is built once.
+    counts = Counter(stage for stage, _ in stages_run(built[2])) + Counter(TEACHER_STAGES[d.rsplit("-", 1)[0]]
+                                                                          for d in retrieved)
     assert counts == Counter({
         "data": 1, "finetune": 1,
         "teacher_logits": 1,       # one table serves the student, movement pruning and the recoveries
@@ -33,7 +38,7 @@ def test_every_shared_stage_runs_once(built):
         "prune": 4, "export": 6, "fuse": 1, "quantize": 5,
         "ops": 6,                  # MACs per model (teacher and five derived), for the report's % of peak
         "evaluate": 7,             # the teacher and six artifacts
-        "latency": 1, "report": 1, "stub": 1, "bundle": 1, "archive": 1,
+        "latency": 1, "memory": 1, "report": 1, "stub": 1, "bundle": 1, "archive": 1,
     })
 
 
@@ -94,7 +99,7 @@ def test_changing_the_student_rebuilds_only_its_chain(built, tmp_path):
     shutil.copytree(built[0], project, symlinks=True)
     profile = project / "targets" / "tiny_compress.toml"
     profile.write_text(profile.read_text().replace("temperature = 2.0, alpha = 0.5", "temperature = 3.0, alpha = 0.5"))
-    ran = Counter(stage for stage, _ in stages_run(scons(project, *built[1])))
+    ran = Counter(stage for stage, _ in stages_run(scons(project, "-j2", *built[1])))
     # The student and the head-pruned model built from it, their two ONNX
     # exports and quantizations; the teacher logits, the FFN and magnitude
     # chains are untouched.

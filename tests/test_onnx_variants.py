@@ -11,11 +11,9 @@ import pytest
 
 from recipes.formats.fuse_onnx import fuse, split_skip_layernorm
 from recipes.formats.model_io import verification_inputs
-from recipes.formats.onnx_export import export_onnx
-from recipes.wiring.profile import DynamicInt8, ExportParams, Fp16, WeightOnlyInt4
+from recipes.wiring.profile import DynamicInt8, Fp16, WeightOnlyInt4
 from recipes.formats.quantize_onnx import convert_fp16, quantize_dynamic, quantize_int4
 from recipes.measure.runners import OnnxRunner
-from tiny_model import make_checkpoint
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -25,10 +23,8 @@ def ops(path: Path) -> Counter:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_rows):
-    root = tmp_path_factory.mktemp("variants")
-    model = make_checkpoint(root / "m", [r["text"] for r in tiny_rows], with_head=True, seed=5)
-    export_onnx(model, root / "fp32.onnx", root / "export.json", ExportParams(), NAMES, 64, 64)
+def exported(tmp_path_factory, exported_classifier):
+    root = exported_classifier(5, tmp_path_factory.mktemp("variants"))
     return root, root / "fp32.onnx"
 
 

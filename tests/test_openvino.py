@@ -84,16 +84,13 @@ def test_cpu_features_come_from_the_os_names():
 
 # -- the int4 weight path, straight through the stage ------------------------------
 
-def test_int4_weight_compression_builds_and_stays_close(tmp_path, tiny_rows):
+def test_int4_weight_compression_builds_and_stays_close(tmp_path, exported_classifier):
     """The stage's own build(): int4 weights (NNCF), verified against the ONNX it came from."""
-    from recipes.formats.onnx_export import ExportParams, export_onnx
     from recipes.formats.openvino_ir import OpenVinoArgs, build
     from recipes.formats.openvino_params import WeightCompression
-    from tiny_model import make_checkpoint
 
-    model = make_checkpoint(tmp_path / "m", [r["text"] for r in tiny_rows], with_head=True, seed=5)
+    model = exported_classifier(5, tmp_path) / "m"  # with tmp_path/fp32.onnx, its verified export
     names = ("input_ids", "attention_mask", "token_type_ids")
-    export_onnx(model, tmp_path / "fp32.onnx", tmp_path / "export.json", ExportParams(), names, 8, 64)
     out = tmp_path / "ov"
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
     args = OpenVinoArgs(source="onnx", src=tmp_path / "fp32.onnx", model_xml=out / "model.xml", config=out / "ov_config.json",

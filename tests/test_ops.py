@@ -10,7 +10,6 @@ from recipes.measure import peak as peak_table
 from recipes.measure.ops import count
 from recipes.measure.peak import macs_per_cycle, peak, tier_for
 from recipes.measure.report import build_report, compute_precisions, render_html, render_markdown
-from tiny_model import make_checkpoint
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -26,13 +25,9 @@ def closed_form(cfg: dict, batch: int, seq: int) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_rows):
-    from recipes.formats.onnx_export import ExportParams, export_onnx
-
-    root = tmp_path_factory.mktemp("ops")
-    model = make_checkpoint(root / "m", [r["text"] for r in tiny_rows], with_head=True, seed=3)
-    export_onnx(model, root / "fp32.onnx", root / "export.json", ExportParams(), NAMES, 8, 64)
-    return json.loads((model / "config.json").read_text()), root / "fp32.onnx"
+def exported(tmp_path_factory, exported_classifier):
+    root = exported_classifier(3, tmp_path_factory.mktemp("ops"))
+    return json.loads((root / "m" / "config.json").read_text()), root / "fp32.onnx"
 
 
 def test_mac_count_of_a_tiny_bert_is_the_closed_form(exported, tmp_path):

@@ -11,22 +11,19 @@ import pytest
 from recipes.errors import ProfileError
 from recipes.formats.dynamic_int8 import DynamicInt8
 from recipes.formats.model_io import verification_inputs
-from recipes.formats.onnx_export import ExportParams, export_onnx
 from recipes.formats.ort_optimize import OrtOptimize, OrtOptimizeArgs, build
 from recipes.formats.quantize_onnx import quantize_dynamic
 from recipes.measure.runners import OnnxRunner
 from recipes.wiring.profile import load_profile
-from tiny_model import REPO, make_checkpoint
+from tiny_model import REPO
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 VOCAB = 400
 
 
 @pytest.fixture(scope="module")
-def int8(tmp_path_factory, tiny_rows) -> Path:
-    root = tmp_path_factory.mktemp("ort_optimize")
-    model = make_checkpoint(root / "m", [r["text"] for r in tiny_rows], with_head=True, seed=5)
-    export_onnx(model, root / "fp32.onnx", root / "export.json", ExportParams(), NAMES, 64, 64)
+def int8(tmp_path_factory, exported_classifier) -> Path:
+    root = exported_classifier(5, tmp_path_factory.mktemp("ort_optimize"))
     quantize_dynamic(root / "fp32.onnx", root / "int8.onnx", DynamicInt8("dynamic"))
     return root / "int8.onnx"
 

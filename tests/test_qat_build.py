@@ -18,10 +18,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model, tiny_data):
+def built(tmp_path_factory, one_layer_model, tiny_data):
     project = make_project(tmp_path_factory.mktemp("qat") / "project")
     shutil.copy2(REPO / "tests" / "fixtures" / "tiny_qat.toml", project / "targets" / "tiny_qat.toml")
-    proc = scons(project, "-j2", "target=tiny_qat", f"model={tiny_model}", f"data={tiny_data}", timeout=1200)
+    proc = scons(project, "-j2", "target=tiny_qat", f"model={one_layer_model}", f"data={tiny_data}", timeout=1200)
     return project, proc
 
 

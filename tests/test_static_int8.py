@@ -16,12 +16,10 @@ import onnxruntime as ort
 import pytest
 
 from recipes.errors import ProfileError
-from recipes.formats.fuse_onnx import fuse
 from recipes.formats.model_io import verification_inputs
-from recipes.formats.onnx_export import ExportParams, export_onnx
 from recipes.formats.quantize_onnx import StaticInt8, quantize_static, split_attention
 from recipes.wiring.profile import load_profile
-from tiny_model import REPO, make_checkpoint
+from tiny_model import REPO
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 VOCAB = 400
@@ -30,12 +28,11 @@ LENGTH = 32
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory, tiny_rows):
+def graphs(tmp_path_factory, tiny_rows, exported_classifier):
     """A tiny BERT classifier exported (fp32) and fused for ORT, its tokenizer and a train split to calibrate on."""
-    root = tmp_path_factory.mktemp("static_int8")
-    model = make_checkpoint(root / "m", [r["text"] for r in tiny_rows], with_head=True, seed=3)
-    export_onnx(model, root / "fp32.onnx", root / "export.json", ExportParams(), NAMES, 64, 64)
-    fuse(root / "fp32.onnx", root / "fused.onnx", root / "fuse.json", NAMES, VOCAB, 1e-4, 64)
+    root = exported_classifier(3, tmp_path_factory.mktemp("static_int8"), fused=True)
+    model = root / "m"
+    assert json.loads((model / "config.json").read_text())["vocab_size"] == VOCAB
     train = root / "train.jsonl"
     train.write_text("".join(json.dumps({"id": f"t{i:03d}", "text": r["text"], "label": r["label"]}) + "\n"
                              for i, r in enumerate(tiny_rows)))

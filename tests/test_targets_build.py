@@ -96,6 +96,6 @@ def test_gpu_server_bundle_serves_http(built):
         proc.wait(timeout=30)
 
 
-def test_all_is_a_noop_the_second_time(built, tiny_model, tiny_data):
-    again = scons(built[0], "-j2", "target=all", f"model={tiny_model}", f"data={tiny_data}")
+def test_all_is_a_noop_the_second_time(built, one_layer_model, tiny_data):
+    again = scons(built[0], "-j2", "target=all", f"model={one_layer_model}", f"data={tiny_data}")
     assert stages_run(again) == []

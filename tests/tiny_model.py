@@ -52,8 +52,8 @@ def train_tokenizer(texts: list[str], directory: Path, vocab_size: int = 400) ->
 
 
 def make_checkpoint(directory: Path, texts: list[str], *, seed: int = 0, with_head: bool = False,
-                    labels: tuple[str, ...] = ("negative", "positive"), model_type: str = "bert") -> Path:
-    """A 2-layer, 32-wide random encoder (no classification head unless asked)."""
+                    labels: tuple[str, ...] = ("negative", "positive"), model_type: str = "bert", layers: int = 2) -> Path:
+    """A 2-layer (or `layers`), 32-wide random encoder (no classification head unless asked)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
@@ -62,7 +62,7 @@ def make_checkpoint(directory: Path, texts: list[str], *, seed: int = 0, with_he
     from tokenizers import Tokenizer
 
     vocab = Tokenizer.from_file(str(tok_path)).get_vocab_size()
-    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
     torch.manual_seed(seed)
     if with_head:

@@ -1,4 +1,4 @@
-"""The target's report: accuracy, agreement, size and latency against the teacher.
+"""The target's report: accuracy, agreement, size, latency and peak memory against the teacher.
 
 For every artifact timed on the host CPU it also says how close the measured
 latency is to the CPU's arithmetic floor: achieved operations per second
@@ -37,6 +37,9 @@ class Gates:
     # artifact can run on the build host.
     max_latency_ms: Optional[float] = bounded(None, min=0.0, min_exclusive=True, max=1e8)
     max_batch_latency_ms: Optional[float] = bounded(None, min=0.0, min_exclusive=True, max=1e8)
+    # Resident memory that loading the artifact and running the largest evaluation batch adds to a fresh
+    # process (recipes/measure/memory.py), in MiB, where the artifact runs on the build host.
+    max_peak_memory_mb: Optional[float] = bounded(None, min=0.0, min_exclusive=True, max=1e8)
     # The teacher's own eval accuracy (absolute): every other gate is relative to the teacher,
     # so nothing else catches a teacher that learned nothing. Profile-wide [gates] only.
     min_teacher_accuracy: Optional[float] = bounded(None, min=0.0, max=1.0)
@@ -71,6 +74,9 @@ def check_gates(row: dict[str, Any], gates: dict[str, Any], teacher_accuracy: fl
         failures.append(f"batch-1 latency {latency['1']:.2f} ms > max_latency_ms {gates['max_latency_ms']}")
     if gates.get("max_batch_latency_ms") is not None and largest_batch in latency and latency[largest_batch] > gates["max_batch_latency_ms"]:
         failures.append(f"batch-{largest_batch} latency {latency[largest_batch]:.2f} ms > max_batch_latency_ms {gates['max_batch_latency_ms']}")
+    peak = row.get("peak_memory_mb")
+    if gates.get("max_peak_memory_mb") is not None and peak is not None and peak > gates["max_peak_memory_mb"]:
+        failures.append(f"peak memory {peak:.1f} MiB > max_peak_memory_mb {gates['max_peak_memory_mb']}")
     return failures
 
 
@@ -81,6 +87,8 @@ def gate_status(row: dict[str, Any], gates: dict[str, Any]) -> str:
     if row.get("accuracy") is None:
         skipped = [k for k, v in gates.items() if v is not None and k != "max_size_mb"]
         return f"unchecked ({', '.join(skipped) or 'no gates'}): not measured on this build host"
+    if gates.get("max_peak_memory_mb") is not None and row.get("peak_memory_mb") is None:
+        return "pass (max_peak_memory_mb unchecked: peak memory not measured on this build host)"
     return "pass"
 
 
@@ -221,8 +229,10 @@ def compute_summary(latency: dict[str, Any], ops: dict[str, Any]) -> dict[str, A
 
 def build_report(target: str, profile_source: str, teacher: dict[str, Any], artifacts: list[dict[str, Any]],
                  latency_path: str, models: dict[str, str] | None = None, ops: dict[str, str] | None = None,
-                 parity_groups: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+                 parity_groups: dict[str, list[dict[str, Any]]] | None = None,
+                 memory_path: str | None = None) -> dict[str, Any]:
     latency = _load(latency_path)
+    memory = _load(memory_path) if memory_path else {"peak_mb": {}, "not_measured": {}}
     batches = [str(b) for b in sorted(int(b) for b in next(iter(latency["median_ms"].values())))]
     largest = batches[-1]
     t_metrics = _load(teacher["metrics"])
@@ -232,7 +242,8 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
     rows = [{"name": "teacher", "format": teacher["format"], "precision": "fp32", "runtime": "pytorch",
              "model": "teacher", "lineage": "teacher",
              **t_metrics, "agreement": 1.0, "max_abs_logit_diff": 0.0, "latency_ms": t_latency,
-             "speedup": {b: 1.0 for b in t_latency}, "gates": [], "gate_status": "-", "built": True}]
+             "speedup": {b: 1.0 for b in t_latency}, "peak_memory_mb": memory["peak_mb"].get("teacher"),
+             "gates": [], "gate_status": "-", "built": True}]
     rows[0].update(arithmetic(rows[0], counted.get("teacher"), compute["peaks"], True, None))
     # Sizes are compared with the teacher's fp32 ONNX model when the target
     # builds one, else with the teacher's checkpoint (nearly the same bytes).
@@ -247,7 +258,7 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         row = {"name": art["name"], "format": art["format"], "precision": art["precision"], "runtime": art["runtime"],
                "model": art.get("model", "teacher"), "lineage": art.get("lineage", "teacher"), "path": art.get("path"),
                "note": art.get("note", ""), **m, "latency_ms": lat, "built": True,
-               "size_vs_fp32": round(m["size_bytes"] / reference_size, 4),
+               "size_vs_fp32": round(m["size_bytes"] / reference_size, 4), "peak_memory_mb": memory["peak_mb"].get(art["name"]),
                "speedup": {b: round(t_latency[b] / lat[b], 3) for b in lat if b in t_latency and lat[b] > 0}}
         row.update(arithmetic(row, counted.get(row["model"]), compute["peaks"], on_host_cpu(art), art.get("quantization")))
         if art.get("details"):
@@ -256,6 +267,8 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         if m.get("measured") is False:
             row.update(accuracy=None, agreement=None, max_abs_logit_diff=None)
             row["note"] = "; ".join(n for n in (m["not_measured"], row["note"]) if n)
+        elif art["name"] in memory.get("not_measured", {}):
+            row["note"] = "; ".join(n for n in (row["note"], "peak memory " + memory["not_measured"][art["name"]]) if n)
         row["gates"] = check_gates(row, art["gates"], t_metrics["accuracy"], largest)
         row["gate_status"] = gate_status(row, art["gates"])
         failures += [f"{art['name']}: {g}" for g in row["gates"]]
@@ -270,6 +283,7 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         "inputs": {"teacher_dir": teacher.get("model_dir"), "data_dir": teacher.get("data_dir"),
                    "teacher_eval_dir": str(Path(teacher["metrics"]).parent)},
         "latency": {k: latency[k] for k in ("threads", "sequence_length", "repeats", "warmup")},
+        "memory": {k: memory[k] for k in ("batch", "sequence_length", "threads", "method") if k in memory},
         "batches": batches,
         "size_reference": reference_name,
         "models": {name: {"record": _load(path), "summary": model_summary(_load(path))} for name, path in (models or {}).items()},
@@ -380,19 +394,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Profile `{report['profile']}`; {report['eval_examples']} eval examples. Latency: median of "
         f"{lat['repeats']} runs after {lat['warmup']} warm-up runs, sequence length {lat['sequence_length']}, "
         f"{lat['threads']} threads, all artifacts timed side by side in interleaved rounds on the build host, each runtime "
-        "in its own process.",
+        "in its own process." + _memory_sentence(report),
         "",
-        "| artifact | model | format | precision | accuracy | agreement | max abs logit diff | size MB | gzip MB | size vs fp32 | "
+        "| artifact | model | format | precision | accuracy | agreement | max abs logit diff | size MB | gzip MB | size vs fp32 | peak MiB | "
         + " | ".join(f"b{x} ms" for x in b) + " | " + " | ".join(f"speed-up b{x}" for x in b) + " | "
         + " | ".join(arithmetic_head(b)) + " | gates |",
-        "|" + "---|" * (10 + 2 * len(b) + len(arithmetic_head(b)) + 1),
+        "|" + "---|" * (11 + 2 * len(b) + len(arithmetic_head(b)) + 1),
     ]
     lines[2:2] = [f"**WARNING: {w}**\n" for w in report.get("warnings", [])]
     for r in report["artifacts"]:
         cells = [
             r["name"], r["model"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
             _diff(r.get("max_abs_logit_diff", 0.0)), f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
-            f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-",
+            f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-", _mib(r.get("peak_memory_mb")),
         ]
         cells += [f"{r['latency_ms'][x]:.2f}" if x in r["latency_ms"] else "n/a" for x in b]
         cells += [f"{r['speedup'][x]:.2f}x" if x in r["speedup"] else "n/a" for x in b]
@@ -417,6 +431,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _mib(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
+
+
+def _memory_sentence(report: dict[str, Any]) -> str:
+    mem = report.get("memory") or {}
+    if "batch" not in mem:
+        return ""
+    return (f" Peak memory: resident memory (MiB) that loading the artifact and running batch {mem['batch']} at sequence "
+            f"length {mem['sequence_length']} twice adds to a fresh process, over its baseline after importing the runtime "
+            f"({'; '.join(mem.get('method') or [])}).")
+
+
 def _summary(report: dict[str, Any], model: str) -> str:
     summary = report.get("models", {}).get(model, {}).get("summary")
     return f" ({summary})" if summary else ""
@@ -430,13 +457,13 @@ def _lineages(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def plot_png(report: dict[str, Any], dst: Path) -> None:
-    """Accuracy against batch-1 latency and against size, one point per artifact."""
+    """Accuracy against batch-1 latency, size and peak memory, one point per artifact."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on build hosts
     import matplotlib.pyplot as plt
 
-    fig, (ax_lat, ax_size) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100)
+    fig, (ax_lat, ax_size, ax_mem) = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
     for r in report["artifacts"]:
         if r["accuracy"] is None:
             continue  # not measured on this host
@@ -447,12 +474,16 @@ def plot_png(report: dict[str, Any], dst: Path) -> None:
             ax_lat.annotate(r["name"], (r["latency_ms"]["1"], acc), fontsize=8, xytext=(4, 4), textcoords="offset points")
         ax_size.scatter(r["size_bytes"] / MB, acc, marker=marker, s=60)
         ax_size.annotate(r["name"], (r["size_bytes"] / MB, acc), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        if r.get("peak_memory_mb") is not None:
+            ax_mem.scatter(r["peak_memory_mb"], acc, marker=marker, s=60)
+            ax_mem.annotate(r["name"], (r["peak_memory_mb"], acc), fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax_lat.set_xlabel("batch-1 latency (ms, build host)")
     ax_size.set_xlabel("size (MB)")
-    for ax in (ax_lat, ax_size):
+    ax_mem.set_xlabel("peak memory (MiB over the runtime's baseline)")
+    for ax in (ax_lat, ax_size, ax_mem):
         ax.set_ylabel("accuracy (%)")
         ax.grid(True, alpha=0.3)
-    fig.suptitle(f"{report['target']}: accuracy vs latency and size ({report['eval_examples']} eval examples; x = gate failed)")
+    fig.suptitle(f"{report['target']}: accuracy vs latency, size and peak memory ({report['eval_examples']} eval examples; x = gate failed)")
     fig.tight_layout()
     with atomic_path(dst) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
@@ -466,12 +497,12 @@ def render_html(report: dict[str, Any], png: Path) -> str:
 
     b = report["batches"]
     head = ["artifact", "model", "format", "precision", "accuracy", "agreement", "max abs logit diff", "size MB",
-            "gzip MB", "size vs fp32"] + [f"b{x} ms" for x in b] + [f"speed-up b{x}" for x in b] + arithmetic_head(b) + ["gates"]
+            "gzip MB", "size vs fp32", "peak MiB"] + [f"b{x} ms" for x in b] + [f"speed-up b{x}" for x in b] + arithmetic_head(b) + ["gates"]
     rows = []
     for r in report["artifacts"]:
         cells = [r["name"], r["model"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
                  _diff(r.get("max_abs_logit_diff", 0.0)), f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
-                 f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-"]
+                 f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-", _mib(r.get("peak_memory_mb"))]
         cells += [f"{r['latency_ms'][x]:.2f}" if x in r["latency_ms"] else "n/a" for x in b]
         cells += [f"{r['speedup'][x]:.2f}x" if x in r["speedup"] else "n/a" for x in b]
         cells += arithmetic_cells(r, b)
@@ -498,7 +529,7 @@ td:first-child,td:nth-child(2){{text-align:left}}tr.fail{{background:#fdd}}</sty
 <h1>edgesmith report: {html.escape(report['target'])}</h1>
 <p>Profile <code>{html.escape(report['profile'])}</code>; {report['eval_examples']} eval examples. Latency: median of {lat['repeats']} runs
 after {lat['warmup']} warm-up runs, sequence length {lat['sequence_length']}, {lat['threads']} threads, all artifacts timed side by side
-in interleaved rounds on the build host.</p>
+in interleaved rounds on the build host.{html.escape(_memory_sentence(report))}</p>
 <img alt="accuracy against latency and size" src="data:image/png;base64,{image}">
 <table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>
 {chr(10).join(rows)}
@@ -522,6 +553,7 @@ class ReportArgs:
     # note, details (Path or None), metrics (Path), gates (Gates as a table).
     artifacts: tuple[dict, ...]
     latency: Path
+    memory: Path  # recipes/measure/memory.py's record: each artifact's peak memory
     # model name -> the training/pruning record of the stage that made it
     models: dict
     # model name -> its MAC count (recipes/measure/ops.py), for every model in the report, "teacher" included
@@ -537,7 +569,7 @@ class ReportArgs:
 def build(args: ReportArgs) -> dict[str, Any]:
     source = args.profile_source.as_posix()
     report = build_report(args.target, source, args.teacher, list(args.artifacts), str(args.latency), args.models, args.ops,
-                          args.parity_groups)
+                          args.parity_groups, str(args.memory))
     for warning in report["warnings"]:
         print(f"edgesmith: WARNING: {warning}", file=sys.stderr)
     write_json(args.out_json, report)

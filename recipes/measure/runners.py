@@ -96,6 +96,19 @@ RUNNERS: dict[str, Callable[..., Runner]] = {
 }
 
 
+# The libraries each runner opens its artifacts with: recipes/measure/memory.py imports them before it takes
+# its baseline, so a runtime's own code and import-time allocations are not counted as the artifact's memory.
+RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
+    "openvino": ("numpy", "openvino"),
+    "torch": ("numpy", "torch", "transformers"),
+    "onnx": ("numpy", "onnxruntime"),
+    "nf4": ("numpy", "torch", "transformers"),
+    "ptl": ("numpy", "torch"),
+    "pte": ("numpy", "torch", "executorch.runtime"),
+    "torchscript": ("numpy", "torch"),
+}
+
+
 def _mobile(cls: str, path: Path, input_names: tuple[str, ...], threads: int) -> Runner:
     from recipes.measure import mobile_runners
 

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from recipes.fsutil import atomic_dir, dir_manifest
 from recipes.wiring.stage import Stage
@@ -76,6 +76,8 @@ def build_manifest(root: Path, meta: dict[str, Any], artifacts: list[dict[str, A
         "toolchain": toolchain_versions(),
         "git_revision": meta["git_revision"],
         "edgesmith_version": meta["edgesmith_version"],
+        # Only with a [budget]: what it was, what won and by how much (recipes/measure/budget.py).
+        **({"selection": meta["selection"]} if "selection" in meta else {}),
     }
 
 
@@ -87,12 +89,27 @@ class BundleArgs:
     io_from: Path                            # an ONNX whose inputs/outputs the manifest describes
     data_json: Path
     meta: dict
+    # The [budget]'s selection (recipes/measure/budget.py): its winner is the default artifact, and the
+    # manifest records the budget and the winner's margins.
+    selection: Optional[Path] = None
+
+
+def chosen_by_budget(selection_json: Path) -> dict[str, Any]:
+    """The manifest's record of the budget's choice (the select stage has already refused a build with no winner)."""
+    selection = json.loads(selection_json.read_text(encoding="utf-8"))
+    return {"budget": selection["budget"], "winner": selection["winner"], "margins": selection["margins"],
+            "unchecked": selection["unchecked"],
+            "candidates": {c["name"]: c["status"] for c in selection["candidates"]}}
 
 
 def build(args: BundleArgs) -> None:
     """Copy `copies` into out_dir and write manifest.json."""
     from recipes.formats.model_io import onnx_io
 
+    meta = dict(args.meta)
+    if args.selection is not None:
+        meta["selection"] = chosen_by_budget(args.selection)
+        meta["default_artifact"] = meta["selection"]["winner"]
     labels = json.loads(args.data_json.read_text(encoding="utf-8"))["labels"]
     io_spec = onnx_io(args.io_from)
     out = args.out_dir
@@ -103,7 +120,7 @@ def build(args: BundleArgs) -> None:
             shutil.copyfile(src, dst)
             if os.access(src, os.X_OK) and rel.endswith((".py", ".sh")):
                 dst.chmod(0o755)
-        manifest = build_manifest(tmp, args.meta, list(args.artifacts), io_spec, labels)
+        manifest = build_manifest(tmp, meta, list(args.artifacts), io_spec, labels)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     # Files from an older bundle layout would break verification; drop them.
     keep = {rel for _, rel in args.copies} | {"manifest.json"}
@@ -119,10 +136,11 @@ STAGE = Stage("bundle", BundleArgs, build, modules=("package.bundle", "formats.m
 
 
 def declare(g: "Graph", copies: list[tuple[Path, str]], artifacts: list[dict], io_from: Path, meta: dict,
-            bundle_dir: Path, extra_sources: list[Path]) -> list[Path]:
+            bundle_dir: Path, extra_sources: list[Path], selection: Path | None = None) -> list[Path]:
     """The bundle directory and its manifest; returns every file in it (the archive's sources)."""
     args = BundleArgs(out_dir=bundle_dir, copies=tuple(copies), artifacts=tuple(artifacts), io_from=io_from,
-                      data_json=g.data_dir / "data.json", meta=meta)
+                      data_json=g.data_dir / "data.json", meta=meta, selection=selection)
     targets = [bundle_dir / rel for _, rel in copies] + [bundle_dir / "manifest.json"]
-    g.stage(STAGE, targets, [p for p, _ in copies] + [g.data_dir / "data.json", io_from] + extra_sources, args)
+    g.stage(STAGE, targets, [p for p, _ in copies] + [g.data_dir / "data.json", io_from] + extra_sources
+            + ([selection] if selection else []), args)
     return targets

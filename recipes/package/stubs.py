@@ -88,10 +88,14 @@ class StubArgs:
     # Java stubs: their pure-Java WordPiece reads the tokenizer's settings and a plain vocabulary.
     tokenizer_json: Optional[Path] = None
     vocab_txt: Optional[Path] = None
+    # With a [budget], the default artifact is the select stage's winner (recipes/measure/budget.py).
+    selection: Optional[Path] = None
 
 
 def build(args: StubArgs) -> None:
     ctx = stub_context(args.context, str(args.data_json))
+    if args.selection is not None:
+        ctx["default_artifact"] = json.loads(args.selection.read_text(encoding="utf-8"))["winner"]
     if args.tokenizer_json:
         from recipes.package.wordpiece import wordpiece_spec, write_vocab_txt
 
@@ -113,7 +117,7 @@ def output_path(stub_dir: Path, template: str, java_package: str) -> Path:
 
 
 def declare(g: "Graph", shipped: list["Built"], default: str, manifest_artifacts: list[dict],
-            stub_dir: Path, runtime_version: str) -> list[Path]:
+            stub_dir: Path, runtime_version: str, selection: Path | None = None) -> list[Path]:
     """Render the profile's stub templates; returns the generated files (for the bundle)."""
     from recipes.errors import ConfigError, ProfileError
     from recipes.package.wordpiece import java_package
@@ -141,8 +145,8 @@ def declare(g: "Graph", shipped: list["Built"], default: str, manifest_artifacts
     # so new weights, or another checkpoint with the same labels, do not regenerate Python stubs.
     tokenizer = g.info.root / "tokenizer.json" if java else None
     args = StubArgs(templates=p.stubs.templates, outputs=tuple(outputs), context=context,
-                    data_json=g.data_dir / "data.json", tokenizer_json=tokenizer, vocab_txt=vocab)
+                    data_json=g.data_dir / "data.json", tokenizer_json=tokenizer, vocab_txt=vocab, selection=selection)
     g.stage(STAGE, outputs + ([vocab] if vocab else []),
-            [g.data_dir / "data.json"] + ([tokenizer] if tokenizer else [])
+            [g.data_dir / "data.json"] + ([tokenizer] if tokenizer else []) + ([selection] if selection else [])
             + [g.templates / f"{t}.jinja" for t in p.stubs.templates], args)
     return outputs + ([vocab] if vocab else [])

@@ -26,7 +26,8 @@ from recipes.formats import onnx_export
 from recipes.inputs import data as data_stage
 from recipes.inputs.checkpoint import CheckpointInfo
 from recipes.inputs.data import DataParams
-from recipes.measure import evaluate, latency, report
+from recipes.measure import budget as budget_stage
+from recipes.measure import evaluate, latency, memory, report
 from recipes.measure.latency import TimedArtifact
 from recipes.models import finetune
 from recipes.package import archive, bundle, stubs
@@ -308,21 +309,36 @@ class Graph:
         # models -> artifacts
         built = [FORMATS[spec.format].declare(self, spec, self.model(spec.model, teacher)) for spec in profile.artifacts]
 
-        # measure: accuracy per artifact, latency side by side, the report and its gates
+        # measure: accuracy per artifact, latency side by side, peak memory, the report and its gates
         t_eval = evaluate.declare(self, "torch", teacher.dir, teacher.weights, teacher, max_length, None)
         evals = {b.spec.name: evaluate.declare(self, b.runner, b.path, b.files, teacher, max_length, t_eval / "logits.npy")
                  for b in built}
         timed = [TimedArtifact("teacher", "torch", teacher.dir, self.input_names)]
         timed += [TimedArtifact(b.spec.name, b.runner, b.path, self.input_names) for b in built]
-        lat = latency.declare(self, timed, teacher.weights + [f for b in built for f in b.files], teacher.tokenizer,
-                              profile.evaluate, tdir / "latency.json")
-        report_nodes = self.report(profile, teacher, t_eval, built, evals, lat, tdir)
+        files = teacher.weights + [f for b in built for f in b.files]
+        lat = latency.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "latency.json")
+        mem = memory.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "memory.json")
+        report_nodes = self.report(profile, teacher, t_eval, built, evals, lat, mem, tdir)
+        selection = self.select(profile, built, tdir) if profile.budget is not None else None
 
         # package: stubs, bundle, archive
-        return report_nodes + self.package(profile, teacher, teacher_files, built, tdir)
+        return report_nodes + self.package(profile, teacher, teacher_files, built, tdir, selection)
+
+    def shipped(self, profile: Profile, built: list[Built]) -> list[Built]:
+        return [b for b in built if not profile.bundle.artifacts or b.spec.name in profile.bundle.artifacts]
+
+    def select(self, profile: Profile, built: list[Built], tdir: Path) -> Path:
+        """The [budget]'s choice among the artifacts that ship (recipes/measure/budget.py)."""
+        candidates = self.shipped(profile, built)
+        # Latency and memory are measured on the build host's CPU; for a GPU device, or a runtime that is not
+        # a CPU runtime (TensorRT), the report's figures are a stand-in, so those budgets stay unchecked.
+        on_device_only = [b.spec.name for b in candidates
+                          if profile.device.accelerator != "none" or runtime_of(b.spec.format) not in report.CPU_RUNTIMES]
+        return budget_stage.declare(self, profile.name, profile.source, profile.budget, [b.spec.name for b in candidates],
+                                    on_device_only, tdir / "report.json", tdir)
 
     def report(self, profile: Profile, teacher: Model, t_eval: Path, built: list[Built], evals: dict[str, Path],
-               lat: Path, tdir: Path) -> list:
+               lat: Path, mem: Path, tdir: Path) -> list:
         from recipes.measure import ops as ops_stage  # here, not at the top: only this method uses it
 
         rows = tuple({"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
@@ -347,19 +363,21 @@ class Graph:
             target=profile.name, profile_source=Path(profile.source),
             teacher={"format": "torch", "metrics": t_eval / "metrics.json", "model_dir": teacher.dir, "data_dir": self.data_dir,
                      "min_accuracy": profile.gates.min_teacher_accuracy},
-            artifacts=rows, latency=lat,
+            artifacts=rows, latency=lat, memory=mem,
             # What pruning and distillation did to each model (sparsity, heads, widths, layers).
             models={b.spec.model: b.model.record for b in built if b.model.record}, ops=ops, parity_groups=parity,
             out_json=tdir / "report.json", out_md=tdir / "report.md", out_html=tdir / "report.html", out_png=tdir / "report.png")
-        sources = ([t_eval / "metrics.json", lat, self.data_dir / "data.json"] + [evals[b.spec.name] / "metrics.json" for b in built]
+        sources = ([t_eval / "metrics.json", lat, mem, self.data_dir / "data.json"] + [evals[b.spec.name] / "metrics.json" for b in built]
                    + [b.details for b in built if b.details] + [b.model.record for b in built if b.model.record]
                    + list(ops.values())
                    + [evals[a["name"]] / "logits.npy" for group in parity.values() for a in group])
         return self.stage(report.STAGE, [args.out_json, args.out_md, args.out_html, args.out_png], sources, args)
 
-    def package(self, profile: Profile, teacher: Model, teacher_files: list[Path], built: list[Built], tdir: Path) -> list:
+    def package(self, profile: Profile, teacher: Model, teacher_files: list[Path], built: list[Built], tdir: Path,
+                selection: Path | None) -> list:
         info = self.info
-        shipped = [b for b in built if not profile.bundle.artifacts or b.spec.name in profile.bundle.artifacts]
+        shipped = self.shipped(profile, built)
+        # With a [budget], the select stage names the default (selection.json); the stub and bundle stages read it.
         default = profile.bundle.default_artifact or shipped[0].spec.name
         manifest_artifacts = [{"name": b.spec.name, "format": b.spec.format, "precision": b.spec.precision,
                                "runtime": runtime_of(b.spec.format), "path": b.entry, "model": b.spec.model,
@@ -368,7 +386,7 @@ class Graph:
                                "requires_cpu_any": [], "requires_why": "", **b.manifest}
                               for b in shipped]
         stub_dir = tdir / "stub"
-        stub_files = stubs.declare(self, shipped, default, manifest_artifacts, stub_dir, VERSION)
+        stub_files = stubs.declare(self, shipped, default, manifest_artifacts, stub_dir, VERSION, selection)
 
         copies = [pair for b in shipped for pair in b.bundle]
         copies += [(teacher.dir / n, f"tokenizer/{n}") for n in ("tokenizer.json", "tokenizer_config.json")
@@ -383,6 +401,7 @@ class Graph:
         io_from = next((b.onnx for b in shipped if b.onnx is not None), None) or \
             onnx_export.declare(self, teacher, profile.stages.export)
         bundle_dir = tdir / "bundle"
-        bundle_files = bundle.declare(self, copies, manifest_artifacts, io_from, meta, bundle_dir, [tdir / "report.json"])
+        bundle_files = bundle.declare(self, copies, manifest_artifacts, io_from, meta, bundle_dir, [tdir / "report.json"],
+                                      selection)
         tarball = self.dist / f"{profile.name}-{model_name(info)}.tar.gz"
         return [str(p) for p in bundle_files] + archive.declare(self, bundle_dir, bundle_files, tarball)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from recipes.errors import ProfileError
+from recipes.errors import ConfigError, ProfileError
 from recipes.formats.dynamic_int8 import DynamicInt8
 from recipes.formats.onnx_export import ExportParams
 from recipes.formats.openvino import check_spec as check_openvino
@@ -23,6 +23,7 @@ from recipes.formats.qat_int8 import QatInt8
 from recipes.formats.quantize_nf4 import Nf4
 from recipes.formats.quantize_onnx import Fp16, StaticInt8, WeightOnlyInt4
 from recipes.formats.tensorrt_engine import EngineParams
+from recipes.measure.budget import Budget, budget_names
 from recipes.measure.latency import EvaluateParams
 from recipes.measure.report import Gates
 from recipes.models.distill import DistillParams
@@ -140,6 +141,8 @@ class Profile:
     openvino: OpenVinoParams = OpenVinoParams()
     stubs: StubParams = StubParams()
     bundle: BundleParams = BundleParams()
+    # The device's budget: the build ships the cheapest artifact that meets it (recipes/measure/budget.py).
+    budget: Optional[Budget] = None
     # Filled in by the loader, not by the TOML file.
     name: str = field(default="", metadata={"internal": True})
     source: str = field(default="", metadata={"internal": True})
@@ -233,6 +236,13 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
     in_bundle = list(p.bundle.artifacts) or names
     if p.bundle.default_artifact and p.bundle.default_artifact not in in_bundle:
         raise bad("bundle.default_artifact", f" = {p.bundle.default_artifact!r} is not an artifact in the bundle; use one of {', '.join(map(repr, in_bundle))}")
+    if p.budget is not None:
+        if not p.budget.limits():
+            raise bad("budget", ": the table sets no limit; give at least one of latency_b1_ms, latency_bmax_ms, size_mb, "
+                      "peak_memory_mb, accuracy_ratio, agreement (or remove [budget])")
+        if p.bundle.default_artifact:
+            raise bad("bundle.default_artifact", f" = {p.bundle.default_artifact!r}: with a [budget], the build ships the "
+                      "cheapest artifact that meets it as the default; remove one of the two")
     for i, name in enumerate(p.bundle.fallback):
         if name not in in_bundle:
             raise bad(f"bundle.fallback[{i}]", f" = {name!r} is not an artifact in the bundle; use one of {', '.join(map(repr, in_bundle))}")
@@ -313,7 +323,28 @@ def check_qat_artifact(p: Profile, spec: ArtifactSpec, key: str, bad) -> None:
                   "program: set precision = 'int8' and quantize = { method = 'qat' }")
 
 
-def load_profile(path: Path, templates_dir: Path | None = None) -> Profile:
+def apply_budget_overrides(data: dict, overrides: dict[str, str]) -> dict:
+    """The profile's TOML with `budget.<name>=<value>` from the command line on top of its [budget] table."""
+    if not overrides:
+        return data
+    table = dict(data.get("budget") or {})
+    for name, text in sorted(overrides.items()):
+        if name not in budget_names():
+            raise ConfigError(f"budget.{name}={text}: no such budget; use one of {', '.join(budget_names())} (see scons -h)")
+        if name == "objective":
+            table[name] = text
+            continue
+        try:
+            table[name] = float(text)
+        except ValueError:
+            raise ConfigError(f"budget.{name}={text}: not a number; e.g. budget.{name}=4") from None
+    # Asking for a budget on the command line asks the build to choose the default artifact: a profile's fixed
+    # [bundle] default_artifact gives way (in the profile file itself, the two together are an error).
+    bundle = {k: v for k, v in (data.get("bundle") or {}).items() if k != "default_artifact"}
+    return {**data, "budget": table, **({"bundle": bundle} if "bundle" in data else {})}
+
+
+def load_profile(path: Path, templates_dir: Path | None = None, budget_overrides: dict[str, str] | None = None) -> Profile:
     path = Path(path)
     src = str(path)
     try:
@@ -324,7 +355,8 @@ def load_profile(path: Path, templates_dir: Path | None = None) -> Profile:
         raise ProfileError(f"{src}: invalid TOML: {e}") from e
     except UnicodeDecodeError as e:
         raise ProfileError(f"{src}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    loader = Loader(src)
+    data = apply_budget_overrides(data, budget_overrides or {})
+    loader = Loader(src + (" with the command line's budget." + ", budget.".join(sorted(budget_overrides)) if budget_overrides else ""))
     profile = loader.table(Profile, {k: v for k, v in data.items()}, "")
     profile = dataclasses.replace(profile, name=path.stem, source=src)
     check_consistency(profile, src, templates_dir)

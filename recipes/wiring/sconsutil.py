@@ -48,6 +48,23 @@ def last_inputs(root: Path, arguments: dict) -> dict:
     return {**{k: v for k, v in last.items() if k in INPUT_VARIABLES}, **arguments}
 
 
+def budget_overrides(arguments: dict) -> dict[str, str]:
+    """`budget.NAME=VALUE` command-line arguments, as {NAME: VALUE} (checked when the profile is loaded)."""
+    return {k[len("budget."):]: v for k, v in arguments.items() if k.startswith("budget.")}
+
+
+def budget_help() -> str:
+    from recipes.measure.budget import MEASURES
+
+    lines = ["budget.NAME=VALUE: override the profile's [budget] (the build ships the cheapest artifact that meets it, as",
+             "the bundle's default; a profile's [bundle] default_artifact gives way):"]
+    for name, (is_max, unit, what) in MEASURES.items():
+        lines.append(f"    budget.{name}: {'maximum' if is_max else 'minimum'} {what}" + (f" ({unit})" if unit else ""))
+    lines.append("    budget.objective: what is minimised among the artifacts that meet it: "
+                 "latency_b1 (default), latency_bmax, size or peak_memory")
+    return "\n".join(lines) + "\n"
+
+
 def reject_unknown_variables(unknown: dict, known: list[str]) -> None:
     if unknown:
         name = sorted(unknown)[0]
@@ -95,8 +112,8 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def declare_targets(env, root: Path, target: str) -> list:
-    loaded = [load_profile(path, root / "templates") for path in resolve_targets(root, target)]
+def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, str] | None = None) -> list:
+    loaded = [load_profile(path, root / "templates", budget_overrides) for path in resolve_targets(root, target)]
 
     model_dir = Path(env["model"]).expanduser() if env["model"] else default_model_dir()
     info = inspect(model_dir.absolute())

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -31,6 +30,8 @@ import SCons.Builder
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import edgesmith_verified as verified  # noqa: E402  (beside this tool; SCons loads tools by path, not as a package)
+
+from recipes.wiring import stage_process  # noqa: E402  (SConstruct put the repository root on sys.path)
 
 EXTERNAL_PREFIX = "@external:"
 
@@ -118,22 +119,21 @@ def run_stage(target, source, env):
     child_env["PYTHONPATH"] = root + os.pathsep + child_env.get("PYTHONPATH", "")
     child_env["EDGESMITH_ERROR_FILE"] = error_file
     try:
-        proc = subprocess.run([sys.executable, "-m", "recipes.wiring.stage_runner"], input=json.dumps(spec).encode(),
-                              cwd=root, env=child_env)
+        returncode = stage_process.run(spec, root, child_env, error_file)
         with open(error_file, encoding="utf-8") as fh:
             message = fh.read().strip()
     finally:
         os.unlink(error_file)
     # A string result is how a function action fails with a message of our
     # own: SCons prints `scons: *** [target] message`, with no traceback.
-    if proc.returncode == 0:
+    if returncode == 0:
         _write_stamp(stamp, signature, target)
         return 0
     if message:
         return message
-    if proc.returncode < 0:
-        return f"stage {spec['stage']} was killed by signal {-proc.returncode}"
-    return f"stage {spec['stage']} failed (exit {proc.returncode}); see the output above"
+    if returncode < 0:
+        return f"stage {spec['stage']} was killed by signal {-returncode}"
+    return f"stage {spec['stage']} failed (exit {returncode}); see the output above"
 
 
 def describe_stage(target, source, env):

@@ -1,0 +1,85 @@
+"""How SCons starts a stage's child process: forked from a server that imported the heavy libraries once.
+
+Every stage runs in a child process of its own (recipes/wiring/stage_runner.py says why). Started
+with `python -m`, each child spent 4-12 s importing torch, transformers, torch.export and the ONNX
+exporter before it did any work; for the tiny test model that was most of a build's time, and on a
+real model still a minute or more of a 20-stage build. So the first stage that needs them starts
+multiprocessing's forkserver with those libraries preloaded (`stage_preload`), and each such stage is
+forked from it: a fresh process, with nothing of another stage's state, that finds the libraries
+already imported. The server belongs to this SCons run and ends with it; every stage of the run
+still imports the recipe modules itself, after the fork.
+
+Stages that import none of them (data, report, select, stubs, bundle, archive) start as a plain
+`python -m recipes.wiring.stage_runner` child, so a build that only re-packages never pays for the
+server. Set EDGESMITH_FORKSERVER=0 to start every stage that way (or where the platform has no
+forkserver).
+
+This module decides how a stage runs, not what it computes, so it is not in any stage's signature.
+Nothing here imports a heavy library: it runs inside SCons.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+# Stages whose build() imports no ML framework: the server's preload would only slow them down.
+PLAIN = frozenset({"data", "report", "select", "stub", "bundle", "archive"})
+
+_context = None
+_context_lock = threading.Lock()
+
+
+def _forkserver():
+    """multiprocessing's forkserver context with the preload set, or None where it is off or unavailable."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            import multiprocessing
+
+            if os.environ.get("EDGESMITH_FORKSERVER", "1") == "0" or "forkserver" not in multiprocessing.get_all_start_methods():
+                _context = False
+            else:
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload(["recipes.wiring.stage_preload"])
+                _context = ctx
+        return _context or None
+
+
+def run(spec: dict, root: str, env: dict, error_file: str) -> int:
+    """Run the stage `spec` in a child process; its exit code (negative: killed by that signal)."""
+    ctx = None if spec["stage"] in PLAIN else _forkserver()
+    if ctx is not None and root not in sys.path:
+        # SCons restores sys.path after reading SConstruct; the server and its children import from the
+        # repository root (the server takes sys.path from this process when it starts).
+        sys.path.insert(0, root)
+    if ctx is None:
+        return subprocess.run([sys.executable, "-m", "recipes.wiring.stage_runner"], input=json.dumps(spec).encode(),
+                              cwd=root, env=env).returncode
+    proc = ctx.Process(target=forked_stage, args=(json.dumps(spec), root, error_file), name=f"stage-{spec['stage']}")
+    proc.start()
+    proc.join()
+    return proc.exitcode
+
+
+def forked_stage(spec_json: str, root: str, error_file: str) -> None:
+    """The forked child: stage_runner's main(), with the spec and error file handed over directly."""
+    if sys.path[0] != root:
+        sys.path.insert(0, root)
+    from recipes.errors import EdgesmithError
+    from recipes.wiring import stage_runner
+
+    stage_runner._die_with_parent()  # the server; it ends when SCons does
+    os.chdir(root)
+    os.environ["EDGESMITH_ERROR_FILE"] = error_file
+    stage_runner._quiet_libraries()
+    try:
+        stage_runner.run(json.loads(spec_json))
+    except EdgesmithError as e:
+        with open(error_file, "w", encoding="utf-8") as fh:
+            fh.write(str(e))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
