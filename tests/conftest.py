@@ -16,6 +16,11 @@ from filelock import FileLock
 
 from tiny_model import REPO, demo_rows, make_checkpoint, write_csv
 
+# Two xdist workers, each running builds with -j2, put up to four busy processes on a two-core machine; an
+# OpenMP pool that spins while it waits then burns the core another process needs. Passive waiting changes
+# no result, only how an idle thread waits (stage processes inherit it through SCons's environment).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 PROJECT_PARTS = ("SConstruct", "recipes", "targets", "templates", "runtime", "data")
 SCONS = str(Path(sys.executable).with_name("scons"))
 STAGE_LINE = re.compile(r"^\[(\w+)\] (\S+)$", re.M)

@@ -89,6 +89,18 @@ def _worker(conn: Any, artifacts: list[dict[str, Any]], threads: int) -> None:
         conn.send(times)
 
 
+def worker_context():
+    """How the timing and memory processes start: forked from this stage's process where the platform allows.
+
+    The stage process has imported its libraries (forked itself from the preloading stage server) but has
+    run no operator and started no thread pool when it starts these workers, so a fork gives each a clean
+    runtime without paying the 1-6 s import again that a spawned process did, per runtime and per target.
+    Elsewhere (no fork), a spawned process."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
 class RuntimeProcesses:
     """A child process per runtime (format), so ONNX Runtime's, OpenVINO's and PyTorch's
     thread pools never share a process: one process's spinning workers or allocator
@@ -96,9 +108,7 @@ class RuntimeProcesses:
     others wait on their pipe (their pools go to sleep)."""
 
     def __init__(self, artifacts: list[dict[str, Any]], threads: int):
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # no forked copies of thread pools
+        ctx = worker_context()  # before any thread pool exists: no forked copies of one
         groups: dict[str, list[dict[str, Any]]] = {}
         for a in artifacts:
             groups.setdefault(a["format"], []).append(a)

@@ -1,6 +1,9 @@
 """Peak memory of every artifact of a target: what loading it and running its largest batch adds to a process.
 
-Each artifact gets a fresh process (spawned, so it inherits no allocator state or thread pools). The
+Each artifact gets a fresh process (spawned, so it inherits no allocator state or thread pools). Not
+forked, as the latency stage's timing processes are: a forked child's page tables lack the shared
+library pages its parent had touched (the kernel faults them in on use), so the runtime's own code,
+already paid for at import, was counted again as the artifact's (7-16 MiB more on the tiny model). The
 process imports the artifact's runtime library, encodes nothing itself (the feeds arrive ready), and
 then records its resident set as the baseline. It resets the kernel's high-water mark
 (`/proc/self/clear_refs`, value 5: the import's own transient peak must not count), opens the
