@@ -200,10 +200,13 @@ class LatencyArgs:
     dst: Path
 
 
+def runner_entries(artifacts: tuple[TimedArtifact, ...]) -> list[dict[str, Any]]:
+    """What the measuring processes are sent (plain values: they cross a process boundary)."""
+    return [{"name": a.name, "format": a.format, "path": str(a.path), "input_names": list(a.input_names)} for a in artifacts]
+
+
 def build(args: LatencyArgs) -> dict[str, Any]:
-    artifacts = [{"name": a.name, "format": a.format, "path": str(a.path), "input_names": list(a.input_names)}
-                 for a in args.artifacts]
-    return measure(artifacts, args.data_dir, args.tokenizer_json, args.params, args.dst)
+    return measure(runner_entries(args.artifacts), args.data_dir, args.tokenizer_json, args.params, args.dst)
 
 
 STAGE = Stage("latency", LatencyArgs, build,

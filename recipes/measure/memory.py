@@ -20,14 +20,13 @@ but running them together would make the host's memory pressure part of the figu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recipes.errors import StageError
 from recipes.fsutil import write_json
 from recipes.inputs.data import load_split
-from recipes.measure.latency import EvaluateParams, TimedArtifact, full_length_texts
+from recipes.measure.latency import EvaluateParams, LatencyArgs, TimedArtifact, full_length_texts, runner_entries
 from recipes.measure.runners import RUNTIME_MODULES, NotMeasurable, open_runner
 from recipes.textenc import Encoder
 from recipes.wiring.stage import Stage
@@ -158,22 +157,12 @@ def measure(artifacts: list[dict[str, Any]], data_dir: Path, tokenizer_json: Pat
     return out
 
 
-@dataclass(frozen=True)
-class MemoryArgs:
-    artifacts: tuple[TimedArtifact, ...]
-    data_dir: Path
-    tokenizer_json: Path
-    params: EvaluateParams
-    dst: Path
+def build(args: LatencyArgs) -> dict[str, Any]:
+    """The same arguments as the latency stage's: the target's artifacts, its eval data and [evaluate] shapes."""
+    return measure(runner_entries(args.artifacts), args.data_dir, args.tokenizer_json, args.params, args.dst)
 
 
-def build(args: MemoryArgs) -> dict[str, Any]:
-    artifacts = [{"name": a.name, "format": a.format, "path": str(a.path), "input_names": list(a.input_names)}
-                 for a in args.artifacts]
-    return measure(artifacts, args.data_dir, args.tokenizer_json, args.params, args.dst)
-
-
-STAGE = Stage("memory", MemoryArgs, build,
+STAGE = Stage("memory", LatencyArgs, build,
               modules=("measure.memory", "measure.latency", "measure.runners", "measure.nf4_runner",
                        "measure.mobile_runners", "textenc", "inputs.data", "models.hf", "models.slim", "models.archs",
                        "params", "runtime.nf4", "runtime.tokenize", "runtime.openvino_backend", "runtime.cpu_features"))
@@ -182,6 +171,6 @@ STAGE = Stage("memory", MemoryArgs, build,
 def declare(g: "Graph", artifacts: list[TimedArtifact], files: list[Path], tokenizer_json: Path, params: EvaluateParams,
             dst: Path) -> Path:
     """Every artifact's peak memory, each in a fresh process, into `dst`."""
-    args = MemoryArgs(artifacts=tuple(artifacts), data_dir=g.data_dir, tokenizer_json=tokenizer_json, params=params, dst=dst)
+    args = LatencyArgs(artifacts=tuple(artifacts), data_dir=g.data_dir, tokenizer_json=tokenizer_json, params=params, dst=dst)
     g.stage(STAGE, [dst], files + [g.data_dir / "eval.jsonl", tokenizer_json], args)
     return dst
