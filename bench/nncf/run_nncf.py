@@ -294,6 +294,21 @@ def verify_inputs(tok: Tok, texts: list[str]) -> list[dict[str, Any]]:
             tok.encode([" ".join(texts)], 128)]
 
 
+def save_torch_as_ov(module: Any, example: tuple, xml: Path) -> tuple[Path, Any]:
+    """A PyTorch module as an fp32 OpenVINO IR (ov.convert_model), its inputs and output named as ours are."""
+    import openvino as ov
+    import torch
+
+    with torch.no_grad():
+        ov_model = ov.convert_model(module, example_input=example)
+    for port, name in zip(ov_model.inputs, INPUT_NAMES):
+        port.get_tensor().set_names({name})
+    ov_model.outputs[0].get_tensor().set_names({"logits"})
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+    return xml, ov_model
+
+
 def max_diff(run_a: Callable, run_b: Callable, feeds_list: list[dict]) -> float:
     import numpy as np
 
@@ -435,7 +450,6 @@ def set_threads(n: int) -> None:
 
 def stage_teacher(ctx: Ctx) -> dict[str, Any]:
     import numpy as np
-    import openvino as ov
 
     args, work = ctx.args, ctx.work
     out: dict[str, Any] = {"models": {}}
@@ -471,16 +485,7 @@ def stage_teacher(ctx: Ctx) -> dict[str, Any]:
     # fp32 OpenVINO IR converted from PyTorch, run with f32 inference precision
     t0 = time.perf_counter()
     example = tuple(torch_feeds(ctx.tok.encode(ctx.dev_texts[:2], 16, fixed=16))[n] for n in INPUT_NAMES)
-    import torch
-
-    with torch.no_grad():
-        ov_model = ov.convert_model(wrapped, example_input=example)
-    for port, name in zip(ov_model.inputs, INPUT_NAMES):
-        port.get_tensor().set_names({name})
-    ov_model.outputs[0].get_tensor().set_names({"logits"})
-    xml = work / "fp32_ov" / "model.xml"
-    xml.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+    xml, ov_model = save_torch_as_ov(wrapped, example, work / "fp32_ov" / "model.xml")
     info = {"seconds": round(time.perf_counter() - t0, 2)}
     run = ov_runner(xml, args.threads)
     info["max_abs_diff_vs_torch"] = max_diff(run, ref_run, checks)
@@ -676,7 +681,6 @@ def load_qat(ctx: Ctx) -> Any:
 
 def stage_qat_export(ctx: Ctx) -> dict[str, Any]:
     import numpy as np
-    import openvino as ov
     import torch
 
     args, work = ctx.args, ctx.work
@@ -695,14 +699,7 @@ def stage_qat_export(ctx: Ctx) -> dict[str, Any]:
     # OpenVINO: NNCF's documented export of a QAT model (ov.convert_model of the quantized torch model).
     t0 = time.perf_counter()
     try:
-        with torch.no_grad():
-            ov_model = ov.convert_model(qmodel, example_input=example)
-        for port, name in zip(ov_model.inputs, INPUT_NAMES):
-            port.get_tensor().set_names({name})
-        ov_model.outputs[0].get_tensor().set_names({"logits"})
-        xml = work / "qat_ov" / "model.xml"
-        xml.parent.mkdir(parents=True, exist_ok=True)
-        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        xml, ov_model = save_torch_as_ov(qmodel, example, work / "qat_ov" / "model.xml")
         secs = time.perf_counter() - t0
         m, logits = ctx.evaluate(ov_runner(xml, args.threads))
         out["models"]["qat_ov"] = {"runtime": "openvino", "path": rel(xml), "size_bytes": file_size(xml), **m,
