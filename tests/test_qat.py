@@ -86,7 +86,12 @@ def test_onnx_runtime_and_the_program_compute_the_same_int8_model(trained):
     import torch
 
     *_, out, record = trained
-    assert all(c["max_abs_diff"] <= QatParams().export_atol for c in record["onnx_checks"])
+    export = record["onnx_checks"]["export"]
+    assert export["sentences"] == FAST["calibration_samples"] and export["within_atol"] >= QatParams().export_within
+    assert export["max_abs_diff"] <= QatParams().export_atol  # the tiny model has no rounding-boundary flips
+    assert {"max_abs_diff", "argmax_agreement", "within_atol"} <= record["onnx_checks"]["integer"].keys()
+    shapes = record["onnx_checks"]["shapes"]  # growing real batches, the last padded to max_length
+    assert [b for b, _ in shapes] == [1, 3, 8, 4] and shapes[-1][1] == FAST["max_length"]
     feeds = verification_inputs(400, NAMES, 3, 20, seed=5)
     session = ort.InferenceSession(str(out / QDQ_ONNX), providers=["CPUExecutionProvider"])
     program = torch.export.load(str(out / PROGRAM)).module()
@@ -94,6 +99,33 @@ def test_onnx_runtime_and_the_program_compute_the_same_int8_model(trained):
         ref = program(*[torch.from_numpy(feeds[n]) for n in NAMES]).numpy()
     got = session.run(None, feeds)[0]
     assert got.shape == ref.shape and np.abs(got - ref).max() <= QatParams().export_atol
+
+
+def test_an_export_with_a_wrong_scale_is_refused_in_one_line(trained, tiny_rows, tmp_path):
+    import torch
+
+    from recipes.errors import StageError
+    from recipes.textenc import Encoder
+
+    _, teacher, *_rest, out, _ = trained
+    model = onnx.load(str(out / QDQ_ONNX))
+    consts = {i.name: i for i in model.graph.initializer}
+    # The last weight's scale: the classifier's, which every logit depends on.
+    scale = [consts[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear"
+             and n.input[0] in consts and len(consts[n.input[0]].dims) == 2][-1]
+    scale.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(scale) * 3, scale.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))
+    encoder = Encoder(teacher / "tokenizer.json", 32)
+    batches = qat_stage.verification_batches([r["text"] for r in tiny_rows[:16]],
+                                             lambda t, pad: encoder.encode(t, NAMES, pad_to=pad), 32)
+    program = torch.export.load(str(out / PROGRAM)).module()
+    # The random tiny model's logits span about 1e-2, so the bound is scaled to it; the right export passes.
+    atol = 1e-3
+    assert qat_stage.check_onnx(out / QDQ_ONNX, program, batches, NAMES, atol, 1.0)["export"]["within_atol"] == 1.0
+    with pytest.raises(StageError, match=r"^qat: broken.onnx with its QDQ ops kept differs from the QAT program: .*"
+                                         r"the export is wrong, do not ship it$"):
+        qat_stage.check_onnx(broken, program, batches, NAMES, atol, QatParams().export_within)
 
 
 def test_qat_is_byte_deterministic(trained):

@@ -32,7 +32,7 @@ the weights against fixed scales.
 The stage writes a normal checkpoint (the trained float weights, so every other
 stage can still read the model: the report's MAC count exports it) plus:
   qat.qdq.onnx  the converted program as QDQ ONNX, checked on ONNX Runtime
-                against the converted PyTorch program;
+                against the converted PyTorch program on real sentences (check_onnx);
   qat.pt2       the converted program (torch.export), which the .pte format lowers;
   qat.json      the record: placement, quantized layers, learned scales, history.
 """
@@ -85,10 +85,15 @@ class QatParams(TrainParams):
     averaging_constant: float = bounded(0.01, min=0.0, min_exclusive=True, max=1.0)
     # Share of the training steps after which the activation ranges stop moving.
     freeze_observers: float = bounded(0.5, min=0.0, max=1.0)
-    # Max |logit difference| between the exported QDQ ONNX on ONNX Runtime and the converted PyTorch
-    # program: both compute the same int8 arithmetic, but a value on a rounding boundary may land one
-    # step apart; anything larger is a broken export.
+    # Max |logit difference| per sentence between the exported QDQ ONNX, run by ONNX Runtime with its
+    # QuantizeLinear/DequantizeLinear ops kept, and the converted PyTorch program (also the bound between
+    # the fake-quantized model and the converted program). Both compute the same quantized arithmetic; a
+    # value on a rounding boundary may land one int8 step apart, and a deep model amplifies that step.
     export_atol: float = bounded(0.05, min=0.0, min_exclusive=True, max=10.0)
+    # Share of the verification sentences that must be within export_atol, and whose label must match,
+    # for the export to count as right. A wrong export (a lost scale, a transposed weight) moves nearly
+    # every sentence; a rounding-boundary flip moves one now and then (bench/results/qat.md).
+    export_within: float = bounded(0.98, min=0.5, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -223,29 +228,67 @@ def export_qdq_onnx(program, dst: Path, input_names: tuple[str, ...], dims: dict
             "MatMul": ops["MatMul"], "Gemm": ops["Gemm"]}
 
 
-def check_onnx(onnx_path: Path, program_module, vocab: int, input_names: tuple[str, ...], max_sequence: int,
-               atol: float) -> list[dict[str, Any]]:
-    """The QDQ ONNX on ONNX Runtime against the converted PyTorch program, on the shared verification inputs."""
+def verification_batches(texts: list[str], encode, max_length: int) -> list[dict[str, Any]]:
+    """Real sentences in batches of growing size (1, 3, 8, 16, 32, ...), each padded to its longest, the last
+    padded to max_length: the dynamic batch and sequence axes and the padding mask all get exercised."""
+    batches, start = [], 0
+    sizes = iter((1, 3, 8, 16))
+    while start < len(texts):
+        size = next(sizes, 32)
+        chunk = texts[start:start + size]
+        start += size
+        batches.append(encode(chunk, max_length if start >= len(texts) else None))
+    return batches
+
+
+def compare_logits(out, ref, atol: float) -> dict[str, Any]:
+    import numpy as np
+    per_sentence = np.abs(out - ref).max(axis=-1)
+    return {"sentences": int(per_sentence.size), "max_abs_diff": float(per_sentence.max()),
+            "median_abs_diff": float(np.median(per_sentence)),
+            "within_atol": float((per_sentence <= atol).mean()),
+            "argmax_agreement": float((out.argmax(-1) == ref.argmax(-1)).mean())}
+
+
+def check_onnx(onnx_path: Path, program_module, batches: list[dict[str, Any]], input_names: tuple[str, ...],
+               atol: float, within: float) -> dict[str, Any]:
+    """The QDQ ONNX on ONNX Runtime against the converted PyTorch program, on real sentences, two ways.
+
+    - "export" (gated): the graph with its QuantizeLinear/DequantizeLinear ops kept
+      (ORT_DISABLE_ALL) is the program's own arithmetic, so it must match but for rounding-boundary
+      flips: at least `within` of the sentences within `atol`, and as many labels the same.
+    - "integer" (recorded): the graph as a deployment runs it (ORT_ENABLE_ALL fuses the QDQ pairs
+      into integer kernels, whose requantisation rounds differently). Its cost is judged where every
+      artifact's is: agreement and accuracy on the eval set, and format parity, against the gates.
+    """
     import numpy as np
     import onnxruntime as ort
     import torch
 
-    from recipes.formats.model_io import VERIFY_SHAPES, verification_inputs
+    def session(level):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        options.intra_op_num_threads = torch.get_num_threads()
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    checks = []
-    for i, (b, s) in enumerate(VERIFY_SHAPES):
-        s = min(s, max_sequence)
-        feeds = verification_inputs(vocab, input_names, b, s, seed=100 + i)
+    kept = session(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    fused = session(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    refs, exported, integer = [], [], []
+    for feeds in batches:
         with torch.no_grad():
-            ref = program_module(*[torch.from_numpy(feeds[n]) for n in input_names]).numpy()
-        out = session.run(["logits"], feeds)[0]
-        diff = float(np.abs(out - ref).max())
-        checks.append({"batch": b, "sequence": s, "max_abs_diff": diff,
-                       "argmax_agreement": float((out.argmax(-1) == ref.argmax(-1)).mean())})
-        if not diff <= atol:
-            raise StageError(f"qat: {onnx_path.name} on ONNX Runtime differs from the QAT program by {diff:.3g} at batch "
-                             f"{b}, sequence {s} (qat.export_atol = {atol}); the export is wrong, do not ship it")
+            refs.append(program_module(*[torch.from_numpy(feeds[n]) for n in input_names]).numpy())
+        exported.append(kept.run(["logits"], feeds)[0])
+        integer.append(fused.run(["logits"], feeds)[0])
+    ref = np.concatenate(refs)
+    checks = {"export": compare_logits(np.concatenate(exported), ref, atol),
+              "integer": compare_logits(np.concatenate(integer), ref, atol),
+              "shapes": [list(b[input_names[0]].shape) for b in batches]}
+    export = checks["export"]
+    if not (export["within_atol"] >= within and export["argmax_agreement"] >= within):
+        raise StageError(f"qat: {onnx_path.name} with its QDQ ops kept differs from the QAT program: "
+                         f"{export['within_atol']:.1%} of {export['sentences']} sentences within qat.export_atol = "
+                         f"{atol} (max {export['max_abs_diff']:.3g}), {export['argmax_agreement']:.1%} of labels the same, "
+                         f"against qat.export_within = {within}; the export is wrong, do not ship it")
     return checks
 
 
@@ -279,8 +322,11 @@ def build(args: QatArgs) -> dict[str, Any]:
     if not fakes:
         raise StageError("qat: the model has no nn.Linear layers to quantize")
 
+    def encode(texts, pad_to=None):
+        return encoder.encode(texts, args.input_names, pad_to=pad_to)
+
     def feeds_of(batch):
-        encoded = encoder.encode([e.text for e in batch], args.input_names)
+        encoded = encode([e.text for e in batch])
         return [torch.from_numpy(encoded[n]) for n in args.input_names]
 
     # Initial activation ranges from a calibration pass (no dropout, no gradient).
@@ -341,8 +387,9 @@ def build(args: QatArgs) -> dict[str, Any]:
             program = torch.export.export(converted, example, dynamic_shapes=dims, strict=False)
             torch.export.save(program, str(tmp / PROGRAM))
             record["onnx_ops"] = export_qdq_onnx(program, tmp / QDQ_ONNX, args.input_names, dims, args.opset)
-        record["onnx_checks"] = check_onnx(tmp / QDQ_ONNX, converted, vocab, args.input_names, args.max_sequence,
-                                           params.export_atol)
+        batches = verification_batches([e.text for e in calibration], encode, params.max_length)
+        record["onnx_checks"] = check_onnx(tmp / QDQ_ONNX, converted, batches, args.input_names, params.export_atol,
+                                           params.export_within)
 
     write_qat_dir(model, args.base_dir, args.dst, record, write_programs)
     return record
