@@ -92,8 +92,9 @@ class QatParams(TrainParams):
     export_atol: float = bounded(0.05, min=0.0, min_exclusive=True, max=10.0)
     # Share of the verification sentences that must be within export_atol, and whose label must match,
     # for the export to count as right. A wrong export (a lost scale, a transposed weight) moves nearly
-    # every sentence; a rounding-boundary flip moves one now and then (bench/results/qat.md).
-    export_within: float = bounded(0.98, min=0.5, max=1.0)
+    # every sentence; a rounding-boundary flip moves a few: on the 6-layer SST-2 MiniLM, 4 of 128
+    # sentences moved by up to 0.2, and no label changed (bench/results/qat.md).
+    export_within: float = bounded(0.9, min=0.5, max=1.0)
 
 
 @dataclass(frozen=True)
