@@ -20,6 +20,10 @@ RECORD = "qat.json"
 @dataclass(frozen=True)
 class QatInt8:
     method: Literal["qat"]
-    # .pte only: max |logit difference| between the lowered program and the QAT program it came from
-    # (the same int8 arithmetic; XNNPACK may round a boundary value one step apart).
-    atol: float = bounded(0.05, min=0.0, min_exclusive=True, max=10.0)
+    # .pte only: max |logit difference| between the lowered program and the QAT program it came from.
+    # XNNPACK runs integer kernels, whose requantisation rounds differently from the program's float
+    # simulation of int8, and a deep model amplifies each step: on the SST-2 MiniLM, XNNPACK differed by
+    # 0.09 and ONNX Runtime's fused integer kernels by up to 0.50 (median 0.04) on real sentences
+    # (bench/results/qat.md). A broken lowering moves logits by whole units. Whether the formats agree on
+    # the eval set is gated by gates.min_format_agreement.
+    atol: float = bounded(0.5, min=0.0, min_exclusive=True, max=10.0)
