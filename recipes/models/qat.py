@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from recipes.errors import StageError
-from recipes.formats.qat_int8 import PROGRAM, QDQ_ONNX, RECORD
+from recipes.formats.qat_files import PROGRAM, QDQ_ONNX, RECORD
 from recipes.inputs.data import load_labels, load_split
 from recipes.models import teacher_logits
 from recipes.models.distill import distillation_loss
@@ -418,7 +418,7 @@ def write_qat_dir(model: Any, tokenizer_dir: Path, dst: Path, record: dict[str, 
 
 
 STAGE = Stage("qat", QatArgs, build,
-              modules=("models.qat", "formats.qat_int8", "models.training", "models.distill", "models.model_dir", "models.teacher_logits",
+              modules=("models.qat", "formats.qat_files", "models.training", "models.distill", "models.model_dir", "models.teacher_logits",
                        "inputs.checkpoint", "inputs.data", "models.hf", "models.slim", "models.archs",
                        "formats.quantize_torch", "formats.dynamic_int8", "formats.model_io", "measure.mobile_runners", "textenc", "params",
                        "runtime.tokenize"),
