@@ -183,6 +183,20 @@ def render_markdown(selection: dict[str, Any], target: str) -> str:
     for c in selection["candidates"]:
         lines.append(f"| {c['name']} | {c['model']} | {c['format']} | {c['precision']} | "
                      + " | ".join(_fmt(c["values"][n]) for n in names) + f" | {c['status']} |")
+    if "search" in selection:
+        search = selection["search"]
+        lines += ["", f"## Search: {search['screened']} candidates screened, {search['skipped']} skipped before training, "
+                  f"{search['built_and_measured']} built and measured", "",
+                  "Models trained: " + (", ".join(f"`{m}`" for m in search["models_trained"]) or "none") + ". "
+                  "Never trained (every candidate of theirs was skipped): "
+                  + (", ".join(f"`{m}`" for m in search["models_never_trained"]) or "none") + ".", ""]
+        if selection["skipped"]:
+            shape = [n for n in names if n in selection["skipped"][0]["values"]]
+            lines += ["Skipped on their random-weight stand-ins (same shape and format, untrained):", "",
+                      "| candidate | model | " + " | ".join(shape) + " | outcome |", "|" + "---|" * (3 + len(shape))]
+            for c in selection["skipped"]:
+                lines.append(f"| {c['name']} | {c['model']} | " + " | ".join(_fmt(c["values"][n]) for n in shape)
+                             + f" | {c['status']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -230,12 +244,28 @@ class SelectArgs:
     out_json: Path
     out_md: Path
     out_png: Path
+    # A [search]'s screening (recipes/measure/screen.py): the candidates it skipped before training.
+    screen_json: Optional[Path] = None
+
+
+def add_screening(selection: dict[str, Any], screen: dict[str, Any]) -> None:
+    """The candidates screening skipped (never trained), and the search's counts."""
+    selection["skipped"] = [{"name": c["name"], "model": c["model"], "values": c["values"], "status": c["status"]}
+                            for c in screen["candidates"] if not c["kept"]]
+    kept_models = set(screen["models_kept"]) - {"teacher"}
+    selection["search"] = {"screened": len(screen["candidates"]), "skipped": len(selection["skipped"]),
+                           "built_and_measured": len(screen["kept"]),
+                           "models_trained": sorted(kept_models),
+                           "models_never_trained": sorted({c["model"] for c in screen["candidates"]} - set(screen["models_kept"])
+                                                          - {"teacher"})}
 
 
 def build(args: SelectArgs) -> dict[str, Any]:
     report = json.loads(args.report_json.read_text(encoding="utf-8"))
     selection = select(report, args.budget, list(args.candidates), set(args.on_device_only))
     selection["target"] = args.target
+    if args.screen_json is not None:
+        add_screening(selection, json.loads(args.screen_json.read_text(encoding="utf-8")))
     write_json(args.out_json, selection)
     with atomic_path(args.out_md) as tmp:
         tmp.write_text(render_markdown(selection, args.target), encoding="utf-8")
@@ -250,9 +280,9 @@ STAGE = Stage("select", SelectArgs, build, modules=("measure.budget", "params"),
 
 
 def declare(g: "Graph", target: str, profile_source: str, budget: Budget, candidates: list[str],
-            on_device_only: list[str], report_json: Path, tdir: Path) -> Path:
+            on_device_only: list[str], report_json: Path, tdir: Path, screen_json: Path | None = None) -> Path:
     args = SelectArgs(target=target, profile_source=profile_source, budget=budget, candidates=tuple(candidates),
                       on_device_only=tuple(on_device_only), report_json=report_json, out_json=tdir / "selection.json",
-                      out_md=tdir / "selection.md", out_png=tdir / "selection.png")
-    g.stage(STAGE, [args.out_json, args.out_md, args.out_png], [report_json], args)
+                      out_md=tdir / "selection.md", out_png=tdir / "selection.png", screen_json=screen_json)
+    g.stage(STAGE, [args.out_json, args.out_md, args.out_png], [report_json] + ([screen_json] if screen_json else []), args)
     return args.out_json

@@ -33,6 +33,7 @@ from recipes.models import finetune
 from recipes.package import archive, bundle, stubs
 from recipes.wiring.profile import ArtifactSpec, Profile, runtime_of
 from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
+from recipes.wiring.search import CandidateShape, check_space
 from recipes.wiring.signature import canonical_json, short_hash, to_plain
 from recipes.wiring.stage import Stage
 from recipes.wiring.stage_table import module_files
@@ -72,6 +73,17 @@ class Model:
     @property
     def tokenizer(self) -> Path:
         return self.dir / "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class SearchPhase:
+    """Where a [search] profile's build stands (recipes/wiring/sconsutil.py runs the phases):
+    name "screen" or "select" for the first two; "" for the last (or for a profile with no search).
+    `kept`: the candidates screening kept (None: not screened, or not known in a dry run);
+    `winner`: the selected candidate, which is all the bundle of a search ships."""
+    name: str = ""
+    kept: frozenset[str] | None = None
+    winner: str | None = None
 
 
 @dataclass
@@ -295,19 +307,35 @@ class Graph:
             raise ProfileError(f"{profile.source}: shapes.sequence.max = {profile.shapes.sequence.max} exceeds the model's "
                                f"max_position_embeddings ({self.max_positions}) in {self.info.root / 'config.json'}")
 
-    def target(self, profile: Profile) -> list:
+    def target(self, profile: Profile, phase: SearchPhase | None = None) -> list:
+        """The target's nodes. A [search] profile is declared in phases (recipes/wiring/sconsutil.py):
+        "screen" stops at the screening of random-weight stand-ins; "select" builds the candidates that
+        screening kept, measures them and selects; the last phase also packages the winner."""
         self.check_fits_model(profile)
         self.profile = profile
         inputs, tdir = self.inputs, self.build / profile.name
         max_length = profile.shapes.sequence.max
+        phase = phase or SearchPhase()
 
         # data -> teacher
         self.data_dir = data_stage.declare(self, inputs.data, inputs.eval_data, inputs.data_params)
         teacher_dir, teacher_files = finetune.declare(self, inputs, self.data_dir, profile.stages.finetune)
         teacher = Model(teacher_dir, [f for f in teacher_files if f.name in ("config.json", "model.safetensors")], "teacher")
 
+        # [search]: screen every candidate's shape before anything is trained
+        screen_json = None
+        if profile.search is not None:
+            config = json.loads((self.info.root / "config.json").read_text(encoding="utf-8"))
+            check_space(profile, config.get(self.info.arch.layer_count_key))
+            if profile.search.screen:
+                screen_json = self.screen(profile, teacher, tdir)
+                if phase.name == "screen":
+                    return [str(screen_json)]
+        specs = [s for s in profile.artifacts if phase.kept is None or s.name in phase.kept or
+                 s.name not in {c.artifact for c in profile.candidates}]
+
         # models -> artifacts
-        built = [FORMATS[spec.format].declare(self, spec, self.model(spec.model, teacher)) for spec in profile.artifacts]
+        built = [FORMATS[spec.format].declare(self, spec, self.model(spec.model, teacher)) for spec in specs]
 
         # measure: accuracy per artifact, latency side by side, peak memory, the report and its gates
         t_eval = evaluate.declare(self, "torch", teacher.dir, teacher.weights, teacher, max_length, None)
@@ -319,23 +347,62 @@ class Graph:
         lat = latency.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "latency.json")
         mem = memory.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "memory.json")
         report_nodes = self.report(profile, teacher, t_eval, built, evals, lat, mem, tdir)
-        selection = self.select(profile, built, tdir) if profile.budget is not None else None
+        selection = self.select(profile, built, tdir, screen_json) if profile.budget is not None else None
+        if phase.name == "select":
+            return report_nodes + [str(selection)]
 
-        # package: stubs, bundle, archive
+        # package: stubs, bundle, archive (a search ships its winner)
+        if profile.search is not None and phase.winner is not None:
+            built = [b for b in built if b.spec.name == phase.winner]
         return report_nodes + self.package(profile, teacher, teacher_files, built, tdir, selection)
+
+    def screen(self, profile: Profile, teacher: Model, tdir: Path) -> Path:
+        """Each search candidate's random-weight stand-in, built in its format and measured side by side
+        (the same format, latency and memory stages as the real candidates), then held to the budget."""
+        from recipes.measure import screen as screen_stage
+        from recipes.models import random_init
+
+        # The teacher is trained already (every candidate starts from it): its candidates are screened as
+        # themselves, and the artifacts built for screening are the ones the next phase measures.
+        stand_ins: dict[Any, Model] = {CandidateShape(): teacher}
+        timed, files, screened = [], [], []
+        for c in profile.candidates:
+            if c.shape not in stand_ins:
+                stand_ins[c.shape] = random_init.declare(self, teacher, c.shape)
+            spec = profile.artifact(c.artifact)
+            b = FORMATS[spec.format].declare(self, spec, stand_ins[c.shape])
+            name = c.artifact if stand_ins[c.shape] is teacher else f"stand-in {c.artifact}"
+            timed.append(TimedArtifact(name, b.runner, b.path, self.input_names))
+            files += b.files
+            # What the report counts as the artifact's size (recipes/measure/evaluate.py's declare).
+            sized = [f for f in b.files if f.name in ("model.safetensors", "model.onnx", "model.xml", "model.bin")] or b.files
+            on_device_only = profile.device.accelerator != "none" or runtime_of(spec.format) not in report.CPU_RUNTIMES
+            screened.append(screen_stage.ScreenedCandidate(c.artifact, c.model, name, tuple(sized), on_device_only))
+        params, limits = profile.evaluate, profile.budget.limits()
+        # Only what the budget limits is measured (size needs no stage of its own).
+        lat = (latency.declare(self, timed, files, teacher.tokenizer, params, tdir / "screen" / "latency.json")
+               if {"latency_b1_ms", "latency_bmax_ms"} & limits.keys() else None)
+        mem = (memory.declare(self, timed, files, teacher.tokenizer, params, tdir / "screen" / "memory.json")
+               if "peak_memory_mb" in limits else None)
+        args = screen_stage.ScreenArgs(profile_source=profile.source, budget=profile.budget,
+                                       slack=profile.search.screen_slack, candidates=tuple(screened),
+                                       latency_json=lat, memory_json=mem, largest_batch=max(params.batch_sizes),
+                                       out_json=tdir / "screen.json")
+        return screen_stage.declare(self, args, [p for c in screened for p in c.size_paths])
 
     def shipped(self, profile: Profile, built: list[Built]) -> list[Built]:
         return [b for b in built if not profile.bundle.artifacts or b.spec.name in profile.bundle.artifacts]
 
-    def select(self, profile: Profile, built: list[Built], tdir: Path) -> Path:
-        """The [budget]'s choice among the artifacts that ship (recipes/measure/budget.py)."""
+    def select(self, profile: Profile, built: list[Built], tdir: Path, screen_json: Path | None = None) -> Path:
+        """The [budget]'s choice among the artifacts that ship (recipes/measure/budget.py); with a [search],
+        among the candidates screening kept (those it skipped are listed with the reason)."""
         candidates = self.shipped(profile, built)
         # Latency and memory are measured on the build host's CPU; for a GPU device, or a runtime that is not
         # a CPU runtime (TensorRT), the report's figures are a stand-in, so those budgets stay unchecked.
         on_device_only = [b.spec.name for b in candidates
                           if profile.device.accelerator != "none" or runtime_of(b.spec.format) not in report.CPU_RUNTIMES]
         return budget_stage.declare(self, profile.name, profile.source, profile.budget, [b.spec.name for b in candidates],
-                                    on_device_only, tdir / "report.json", tdir)
+                                    on_device_only, tdir / "report.json", tdir, screen_json)
 
     def report(self, profile: Profile, teacher: Model, t_eval: Path, built: list[Built], evals: dict[str, Path],
                lat: Path, mem: Path, tdir: Path) -> list:

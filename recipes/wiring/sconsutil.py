@@ -12,7 +12,7 @@ from pathlib import Path
 from recipes.inputs.checkpoint import default_model_dir, inspect
 from recipes.inputs.data import DataParams, check_path
 from recipes.errors import ConfigError
-from recipes.wiring.graph import Graph, Inputs
+from recipes.wiring.graph import Graph, Inputs, SearchPhase
 from recipes.wiring.profile import load_profile, profile_names
 
 
@@ -112,7 +112,11 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, str] | None = None) -> list:
+def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, str] | None = None,
+                    arguments: dict[str, str] | None = None, options: dict | None = None) -> list:
+    """The Default aliases of the target(s). `arguments` and `options`: the command line's variables and
+    SCons options, which the nested phases of a [search] profile run with."""
+    options = options or {}
     loaded = [load_profile(path, root / "templates", budget_overrides) for path in resolve_targets(root, target)]
 
     model_dir = Path(env["model"]).expanduser() if env["model"] else default_model_dir()
@@ -133,4 +137,86 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
     )
     inputs = Inputs(model=info, data=data, eval_data=eval_data, data_params=params, git_revision=git_revision(root))
     graph = Graph(env, root, inputs)
-    return [env.Alias(prof.name, graph.target(prof)) for prof in loaded]
+    phase = env.get("edgesmith_phase", "")
+    searching = [prof for prof in loaded if prof.search is not None]
+    if phase:  # a nested run of one search phase: only the search profiles, up to that phase
+        return [env.Alias(prof.name, graph.target(prof, SearchPhase(phase, *search_state(root, prof, phase))))
+                for prof in searching]
+    if searching and not options.get("clean") and not options.get("help"):
+        run_search_phases(root, searching, arguments or {}, options)
+    def final(prof):
+        # `scons -c` cleans every candidate, whatever the last build screened and selected.
+        return SearchPhase("", *search_state(root, prof, "")) if prof.search and not options.get("clean") else None
+
+    return [env.Alias(prof.name, graph.target(prof, final(prof))) for prof in loaded]
+
+
+class PhaseFailed(Exception):
+    """A nested scons run of a [search] phase failed; it has printed its own error. (Not in recipes/errors.py:
+    every stage's signature includes that module, and this is SConstruct's business only.)"""
+
+    def __init__(self, code: int):
+        super().__init__(f"a search phase failed (exit {code})")
+        self.code = code
+
+
+# A [search] profile is built in three phases, because what the later ones declare depends on what the
+# earlier ones measured, and SCons declares its whole graph before it builds anything:
+#   1. "screen": the candidates' random-weight stand-ins are built, measured and held to the budget
+#      (build/<target>/screen.json lists the candidates kept);
+#   2. "select": only the kept candidates are trained, built, evaluated and measured, and the budget
+#      selects among them (build/<target>/selection.json names the winner);
+#   3. the bundle of the winner.
+# Phases 1 and 2 are nested scons runs of the same command line (same -j, -k, -n, cache and variables),
+# so every stage stays an ordinary cached SCons node, and a skipped candidate is never declared, let
+# alone trained. A no-op build of a search profile pays for two extra scons start-ups.
+PHASES = ("screen", "select")
+
+
+def search_state(root: Path, prof, phase: str) -> tuple[frozenset[str] | None, str | None]:
+    """(the candidates screening kept, the winner) as the finished phases recorded them."""
+    tdir = root / "build" / prof.name
+    kept = winner = None
+    if phase != "screen" and prof.search.screen:
+        screened = _read_json(tdir / "screen.json")
+        kept = frozenset(screened["kept"]) if screened is not None else None
+    if phase == "":
+        selection = _read_json(tdir / "selection.json")
+        winner = selection.get("winner") if selection is not None else None
+    return kept, winner
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_search_phases(root: Path, searching: list, arguments: dict, options: dict) -> None:
+    """Run the search phases as nested scons runs; a failed phase ends this build with its exit code."""
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "SCons", "-C", str(root), f"-j{options.get('num_jobs', 1)}"]
+    command += [flag for key, flag in (("keep_going", "-k"), ("no_exec", "-n"), ("silent", "-s"),
+                                       ("no_progress", "-Q"), ("cache_readonly", "--cache-readonly"),
+                                       ("cache_disable", "--cache-disable")) if options.get(key)]
+    command += [f"{k}={v}" for k, v in arguments.items()]
+    timings = {}
+    for phase in PHASES:
+        if phase == "screen" and not any(prof.search.screen for prof in searching):
+            continue
+        names = ", ".join(prof.name for prof in searching)
+        print(f"edgesmith: search ({names}): phase {phase}", flush=True)
+        started = time.monotonic()
+        code = subprocess.call(command + [f"edgesmith_phase={phase}"], cwd=root)
+        timings[phase] = round(time.monotonic() - started, 3)
+        if code != 0:
+            raise PhaseFailed(code)
+    if not options.get("no_exec"):
+        for prof in searching:
+            log = root / "build" / prof.name / "search_phases.json"
+            log.write_text(json.dumps({"wall_s": timings, "note": "wall time of each nested phase of the last build "
+                                       "(a no-op phase costs one scons start-up)"}, indent=2) + "\n", encoding="utf-8")
+    print("edgesmith: search phases took " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), flush=True)

@@ -1,0 +1,159 @@
+"""A [search] space (recipes/wiring/search.py): expanded into ordinary candidates, screened on random-weight
+stand-ins before training (recipes/measure/screen.py), and built in phases (recipes/wiring/sconsutil.py).
+
+The expansion and the screening rules run on values (fast, exact). One build shows that a candidate the
+budget rules out before training is never trained, that the bundle ships only the winner, and that
+widening the space builds only the new candidates."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project, scons, stages_run
+from recipes.errors import GateError, ProfileError
+from recipes.measure.budget import Budget
+from recipes.measure.screen import ScreenArgs, ScreenedCandidate, screen
+from recipes.wiring.profile import load_profile
+from recipes.wiring.search import CandidateShape, check_space
+from tiny_model import REPO
+
+FIXTURE = REPO / "tests" / "fixtures" / "tiny_search.toml"
+
+
+def edited(tmp_path: Path, old: str, new: str) -> Path:
+    text = FIXTURE.read_text()
+    assert old in text, old
+    path = tmp_path / "tiny_search.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_the_space_becomes_ordinary_models_and_artifacts():
+    p = load_profile(FIXTURE, REPO / "templates")
+    assert [m.name for m in p.models] == ["student1", "ffn50"]
+    assert p.model("student1").distill.layers == 1 and p.model("student1").distill.epochs == 1
+    assert p.model("ffn50").prune.keep_ratio == 0.5 and p.model("ffn50").recover.epochs == 1
+    assert [a.name for a in p.artifacts] == ["teacher-fp32", "teacher-int8", "student1-fp32", "student1-int8",
+                                             "ffn50-fp32", "ffn50-int8"]
+    assert p.artifact("ffn50-int8").model == "ffn50" and p.artifact("ffn50-int8").quantize.method == "dynamic"
+    shapes = {c.artifact: c.shape for c in p.candidates}
+    assert shapes["student1-int8"] == CandidateShape(layers=1)
+    assert shapes["ffn50-fp32"] == CandidateShape(ffn_keep_ratio=0.5)
+
+
+def test_chains_prune_the_students_too(tmp_path):
+    p = load_profile(edited(tmp_path, "chains = false", "chains = true"), REPO / "templates")
+    assert [m.name for m in p.models] == ["student1", "ffn50", "student1-ffn50"]
+    assert p.model("student1-ffn50").base == "student1"
+    assert {c.artifact: c.shape for c in p.candidates}["student1-ffn50-int8"] == CandidateShape(layers=1, ffn_keep_ratio=0.5)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("[budget]\naccuracy_ratio = 0.5\n", "", r"search: a search space needs a \[budget\] to choose from it"),
+    ('name = "int8"\n', 'name = "int8"\nmodel = "teacher2"\n', r"search.artifacts\[1\].model = 'teacher2': the search builds"),
+    ("ffn_keep_ratios = [0.5]", "ffn_keep_ratios = [0.5, 0.5]", r"search.ffn_keep_ratios = \[0.5, 0.5\]: a value is listed twice"),
+    ("ffn_keep_ratios = [0.5]", "ffn_keep_ratios = [1.5]", r"search.ffn_keep_ratios = \[1.5\]: need"),
+    ('name = "int8"\n', 'name = "fp32"\n', r"search.artifacts\[1\].name = 'fp32' is used twice"),
+    ("[search]\n", "[bundle]\nartifacts = [\"x\"]\n\n[search]\n", r"bundle.artifacts: with a \[search\], the bundle ships"),
+    ('format = "onnx"\nprecision = "fp32"\n', 'format = "onnx"\nprecision = "int4"\n',
+     r"search.artifacts\[0\].quantize.method = None: onnx int4 needs quantize.method 'weight_only'"),
+])
+def test_search_mistakes_are_one_line(tmp_path, old, new, message):
+    with pytest.raises(ProfileError, match=message) as err:
+        load_profile(edited(tmp_path, old, new), REPO / "templates")
+    assert "\n" not in str(err.value)
+
+
+def test_a_student_as_deep_as_the_teacher_is_refused():
+    p = load_profile(FIXTURE, REPO / "templates")
+    with pytest.raises(ProfileError, match=r"search.student_layers: 2 is not fewer than the teacher's 2 layers"):
+        check_space(type(p)(**{**p.__dict__, "search": type(p.search)(**{**p.search.__dict__, "student_layers": (2,)})}), 2)
+
+
+def screen_args(tmp_path, budget, latency=None, memory=None, on_device=()):
+    """Three stand-ins: a (1 MB), b (3 MB), c (2 MB), with latency and memory records as given."""
+    sizes = {}
+    for name, mb in (("a", 1), ("b", 3), ("c", 2)):
+        sizes[name] = tmp_path / f"{name}.onnx"
+        sizes[name].write_bytes(b"\0" * (mb * 1_000_000))
+    paths = {}
+    for key, record in (("latency", latency), ("memory", memory)):
+        if record is not None:
+            paths[key] = tmp_path / f"{key}.json"
+            paths[key].write_text(json.dumps(record))
+    candidates = tuple(ScreenedCandidate(n, f"m_{n}", f"stand-in {n}", (sizes[n],), n in on_device) for n in "abc")
+    return ScreenArgs("p.toml", budget, 0.1, candidates, paths.get("latency"), paths.get("memory"), 4,
+                      tmp_path / "screen.json")
+
+
+LATENCY = {"median_ms": {"stand-in a": {"1": 2.0, "4": 5.0}, "stand-in b": {"1": 1.0, "4": 3.0},
+                         "stand-in c": {"1": 1.05, "4": 2.0}}, "not_measured": {}}
+
+
+def test_screening_skips_what_misses_a_shape_budget_with_the_measured_reason(tmp_path):
+    out = screen(screen_args(tmp_path, Budget(latency_b1_ms=1.0, size_mb=2.5), latency=LATENCY))
+    status = {c["name"]: c["status"] for c in out["candidates"]}
+    assert status["a"] == "skipped before training: batch-1 latency 2 ms > latency_b1_ms 1 (+10% slack)"
+    assert status["b"] == "skipped before training: size 3 MB > size_mb 2.5"   # size is held exactly
+    assert status["c"] == "kept"   # 1.05 ms: inside the 10% slack for timing noise
+    assert out["kept"] == ["c"] and out["models_kept"] == ["m_c"]
+    assert json.loads((tmp_path / "screen.json").read_text()) == out
+
+
+def test_screening_checks_size_only_where_latency_cannot_be_measured(tmp_path):
+    out = screen(screen_args(tmp_path, Budget(latency_b1_ms=1.0), latency=LATENCY, on_device={"a"}))
+    assert out["kept"] == ["a", "b", "c"]
+    assert out["candidates"][0]["values"]["latency_b1_ms"].startswith("not measurable on this build host")
+
+
+def test_when_screening_keeps_nothing_it_fails_in_one_line_naming_the_closest(tmp_path):
+    with pytest.raises(GateError) as err:
+        screen(screen_args(tmp_path, Budget(size_mb=0.5)))
+    assert str(err.value) == (f"p.toml: budget not met by any of 3 candidates before training; closest is a: size 1 MB > "
+                              f"size_mb 0.5; nothing was trained; see {(tmp_path / 'screen.json').as_posix()}")
+
+
+@pytest.mark.slow
+def test_a_skipped_candidate_never_trains_and_a_widened_space_builds_only_the_new(tmp_path, tiny_model, tiny_data,
+                                                                                    tiny_built):
+    project = make_project(tmp_path / "p")
+    profile = project / "targets" / "tiny_search.toml"
+    shutil.copy2(FIXTURE, profile)
+    # The teacher's stages are the tiny build's (same fine-tuning, data and model): read from its cache.
+    args = ("target=tiny_search", f"model={tiny_model}", f"data={tiny_data}", f"cache={tiny_built[3]}",
+            "--cache-readonly", "budget.size_mb=0.2")
+
+    # Only the 1-layer student fits 0.2 MB (as int8): the FFN-pruned teacher is never pruned or recovered.
+    proc = scons(project, "-j2", *args, timeout=900)
+    run = stages_run(proc)
+    kinds = [s for s, _ in run]
+    assert "prune" not in kinds and [t for s, t in run if s == "distill"] == [t for s, t in run if "/student-" in t]
+    assert kinds.count("shape") == 2 and kinds.count("screen") == 1   # stand-ins: the student's and ffn50's shapes
+    assert "edgesmith: search (tiny_search): phase screen" in proc.stdout
+    selection = json.loads((project / "build" / "tiny_search" / "selection.json").read_text())
+    assert selection["winner"] == "student1-int8"
+    assert {c["name"] for c in selection["skipped"]} == {"teacher-fp32", "teacher-int8", "student1-fp32", "ffn50-fp32",
+                                                         "ffn50-int8"}
+    assert all(c["status"].startswith("skipped before training: size ") for c in selection["skipped"])
+    assert selection["search"]["models_never_trained"] == ["ffn50"] and selection["search"]["models_trained"] == ["student1"]
+    manifest = json.loads((project / "build" / "tiny_search" / "bundle" / "manifest.json").read_text())
+    assert [a["name"] for a in manifest["artifacts"]] == ["student1-int8"] and manifest["default_artifact"] == "student1-int8"
+    assert "Skipped on their random-weight stand-ins" in (project / "build" / "tiny_search" / "selection.md").read_text()
+
+    # Widening the space (the student pruned too) trains only the new candidate's model: no fine-tuning, no distilling.
+    profile.write_text(profile.read_text().replace("chains = false", "chains = true"))
+    proc = scons(project, "-j2", *args, timeout=900)
+    run = stages_run(proc)
+    trained = [t.split("/")[2].split("-")[0] for s, t in run if s in ("finetune", "distill", "prune")]
+    assert sorted(trained) == ["prune", "recover"], run
+    assert [s for s, _ in run].count("shape") == 1
+    selection = json.loads((project / "build" / "tiny_search" / "selection.json").read_text())
+    assert selection["search"]["models_trained"] == ["student1", "student1-ffn50"]
+    assert selection["winner"] in ("student1-int8", "student1-ffn50-int8")
+
+    # Nothing changed: every phase is up to date, and nothing runs.
+    proc = scons(project, *args)
+    assert stages_run(proc) == [], proc.stdout
