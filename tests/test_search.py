@@ -84,7 +84,12 @@ def screen_args(tmp_path, budget, latency=None, memory=None, on_device=()):
         if record is not None:
             paths[key] = tmp_path / f"{key}.json"
             paths[key].write_text(json.dumps(record))
-    candidates = tuple(ScreenedCandidate(n, f"m_{n}", f"stand-in {n}", (sizes[n],), n in on_device) for n in "abc")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    weights = tmp_path / "model.safetensors"
+    save_file({"w": np.zeros((3, 5), dtype=np.float32)}, str(weights))
+    candidates = tuple(ScreenedCandidate(n, f"m_{n}", f"stand-in {n}", weights, (sizes[n],), n in on_device) for n in "abc")
     return ScreenArgs("p.toml", budget, 0.1, candidates, paths.get("latency"), paths.get("memory"), 4,
                       tmp_path / "screen.json")
 
@@ -100,6 +105,7 @@ def test_screening_skips_what_misses_a_shape_budget_with_the_measured_reason(tmp
     assert status["b"] == "skipped before training: size 3 MB > size_mb 2.5"   # size is held exactly
     assert status["c"] == "kept"   # 1.05 ms: inside the 10% slack for timing noise
     assert out["kept"] == ["c"] and out["models_kept"] == ["m_c"]
+    assert all(c["parameters"] == 15 for c in out["candidates"])
     assert json.loads((tmp_path / "screen.json").read_text()) == out
 
 
@@ -114,6 +120,32 @@ def test_when_screening_keeps_nothing_it_fails_in_one_line_naming_the_closest(tm
         screen(screen_args(tmp_path, Budget(size_mb=0.5)))
     assert str(err.value) == (f"p.toml: budget not met by any of 3 candidates before training; closest is a: size 1 MB > "
                               f"size_mb 0.5; nothing was trained; see {(tmp_path / 'screen.json').as_posix()}")
+
+
+def test_optuna_chooses_max_candidates_in_rounds_reproducibly(tmp_path):
+    from recipes.wiring.search_optuna import Planner
+
+    path = edited(tmp_path, "chains = false", "chains = true\nhead_fractions = [0.5]\nmax_candidates = 5\ntrials_per_round = 2")
+    p = load_profile(path, REPO / "templates")
+    assert len(p.candidates) == 12   # teacher, student1, ffn50, heads50, student1-ffn50, student1-heads50; 2 formats
+
+    def run() -> tuple[list[list[str]], dict]:
+        planner, rounds = Planner(p), []
+        while batch := planner.next_round():
+            rounds.append(batch)
+            # What a screening round records: the smaller the model, the faster; int8 faster than fp32.
+            planner.tell({"candidates": [{"name": n, "kept": True, "parameters": 1000 - 10 * len(n),
+                                          "values": {"latency_b1_ms": len(n) / (2 if n.endswith("int8") else 1),
+                                                     "size_mb": 1.0, "peak_memory_mb": "not measured",
+                                                     "latency_bmax_ms": 1.0}} for n in batch]})
+        return rounds, planner.record()
+
+    rounds, record = run()
+    assert [len(r) for r in rounds] == [2, 2, 1]
+    screened = [n for r in rounds for n in r]
+    assert len(set(screened)) == 5 and set(screened) <= {c.artifact for c in p.candidates}
+    assert record["not_screened"] == [c.artifact for c in p.candidates if c.artifact not in screened]
+    assert run()[0] == rounds   # seeded: the same measurements give the same choice
 
 
 @pytest.mark.slow
@@ -157,3 +189,17 @@ def test_a_skipped_candidate_never_trains_and_a_widened_space_builds_only_the_ne
     # Nothing changed: every phase is up to date, and nothing runs.
     proc = scons(project, *args)
     assert stages_run(proc) == [], proc.stdout
+
+    # A space larger than max_candidates: Optuna picks 3 of the 8 to screen, in rounds of 2; only screening runs.
+    # (The objective is size, so what Optuna learns from round 1, and so its choice, is the same on every host.)
+    profile.write_text(profile.read_text().replace("chains = true", "chains = true\nmax_candidates = 3\ntrials_per_round = 2"))
+    proc = scons(project, "-j2", *args, "budget.objective=size", timeout=900)
+    assert "phase screen round1 (2 of 3)" in proc.stdout and "phase screen round2 (3 of 3)" in proc.stdout
+    assert {s for s, _ in stages_run(proc)} <= {"screen", "report", "select", "latency", "memory", "stub", "bundle",
+                                               "archive", "evaluate", "ops", "export", "quantize"}, stages_run(proc)
+    selection = json.loads((project / "build" / "tiny_search" / "selection.json").read_text())
+    assert selection["search"]["space"] == 8 and selection["search"]["screened"] == 3
+    assert len(selection["search"]["not_screened"]) == 5
+    rounds = json.loads((project / "build" / "tiny_search" / "screen" / "rounds.json").read_text())
+    assert rounds["rounds"] == [["round1", ["student1-int8", "student1-ffn50-fp32"]], ["round2", ["teacher-int8"]]]
+    assert selection["winner"] == "student1-int8"

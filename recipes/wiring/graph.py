@@ -84,6 +84,11 @@ class SearchPhase:
     name: str = ""
     kept: frozenset[str] | None = None
     winner: str | None = None
+    # The screening rounds, as (tag, candidate names): one round "all" of every candidate, or Optuna's
+    # rounds of a space larger than search.max_candidates (recipes/wiring/search_optuna.py).
+    rounds: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # In a nested "screen" run: the round it screens.
+    round: str = ""
 
 
 @dataclass
@@ -323,14 +328,17 @@ class Graph:
         teacher = Model(teacher_dir, [f for f in teacher_files if f.name in ("config.json", "model.safetensors")], "teacher")
 
         # [search]: screen every candidate's shape before anything is trained
-        screen_json = None
+        screens: list[Path] = []
         if profile.search is not None:
             config = json.loads((self.info.root / "config.json").read_text(encoding="utf-8"))
             check_space(profile, config.get(self.info.arch.layer_count_key))
             if profile.search.screen:
-                screen_json = self.screen(profile, teacher, tdir)
+                rounds = phase.rounds or (("all", tuple(c.artifact for c in profile.candidates)),)
                 if phase.name == "screen":
-                    return [str(screen_json)]
+                    rounds = tuple(r for r in rounds if r[0] == phase.round)
+                screens = [self.screen(profile, teacher, tdir, tag, set(names)) for tag, names in rounds]
+                if phase.name == "screen":
+                    return [str(p) for p in screens]
         specs = [s for s in profile.artifacts if phase.kept is None or s.name in phase.kept or
                  s.name not in {c.artifact for c in profile.candidates}]
 
@@ -347,7 +355,7 @@ class Graph:
         lat = latency.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "latency.json")
         mem = memory.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "memory.json")
         report_nodes = self.report(profile, teacher, t_eval, built, evals, lat, mem, tdir)
-        selection = self.select(profile, built, tdir, screen_json) if profile.budget is not None else None
+        selection = self.select(profile, built, tdir, screens) if profile.budget is not None else None
         if phase.name == "select":
             return report_nodes + [str(selection)]
 
@@ -356,9 +364,10 @@ class Graph:
             built = [b for b in built if b.spec.name == phase.winner]
         return report_nodes + self.package(profile, teacher, teacher_files, built, tdir, selection)
 
-    def screen(self, profile: Profile, teacher: Model, tdir: Path) -> Path:
-        """Each search candidate's random-weight stand-in, built in its format and measured side by side
-        (the same format, latency and memory stages as the real candidates), then held to the budget."""
+    def screen(self, profile: Profile, teacher: Model, tdir: Path, tag: str, names: set[str]) -> Path:
+        """The random-weight stand-ins of the search candidates in `names` (one screening round, `tag`), built
+        in their formats and measured side by side (the same format, latency and memory stages as the real
+        candidates), then held to the budget."""
         from recipes.measure import screen as screen_stage
         from recipes.models import random_init
 
@@ -367,6 +376,8 @@ class Graph:
         stand_ins: dict[Any, Model] = {CandidateShape(): teacher}
         timed, files, screened = [], [], []
         for c in profile.candidates:
+            if c.artifact not in names:
+                continue
             if c.shape not in stand_ins:
                 stand_ins[c.shape] = random_init.declare(self, teacher, c.shape)
             spec = profile.artifact(c.artifact)
@@ -377,23 +388,25 @@ class Graph:
             # What the report counts as the artifact's size (recipes/measure/evaluate.py's declare).
             sized = [f for f in b.files if f.name in ("model.safetensors", "model.onnx", "model.xml", "model.bin")] or b.files
             on_device_only = profile.device.accelerator != "none" or runtime_of(spec.format) not in report.CPU_RUNTIMES
-            screened.append(screen_stage.ScreenedCandidate(c.artifact, c.model, name, tuple(sized), on_device_only))
+            screened.append(screen_stage.ScreenedCandidate(c.artifact, c.model, name, stand_ins[c.shape].weights[1],
+                                                           tuple(sized), on_device_only))
         params, limits = profile.evaluate, profile.budget.limits()
-        # Only what the budget limits is measured (size needs no stage of its own).
-        lat = (latency.declare(self, timed, files, teacher.tokenizer, params, tdir / "screen" / "latency.json")
-               if {"latency_b1_ms", "latency_bmax_ms"} & limits.keys() else None)
-        mem = (memory.declare(self, timed, files, teacher.tokenizer, params, tdir / "screen" / "memory.json")
-               if "peak_memory_mb" in limits else None)
-        args = screen_stage.ScreenArgs(profile_source=profile.source, budget=profile.budget,
-                                       slack=profile.search.screen_slack, candidates=tuple(screened),
+        # Only what the budget limits, or minimises, is measured (size needs no stage of its own).
+        measures = set(limits) | {budget_stage.OBJECTIVE_MEASURE[profile.budget.objective]}
+        where = tdir / "screen" / tag
+        lat = (latency.declare(self, timed, files, teacher.tokenizer, params, where / "latency.json")
+               if {"latency_b1_ms", "latency_bmax_ms"} & measures else None)
+        mem = (memory.declare(self, timed, files, teacher.tokenizer, params, where / "memory.json")
+               if "peak_memory_mb" in measures else None)
+        args = screen_stage.ScreenArgs(budget=profile.budget, slack=profile.search.screen_slack, candidates=tuple(screened),
                                        latency_json=lat, memory_json=mem, largest_batch=max(params.batch_sizes),
-                                       out_json=tdir / "screen.json")
+                                       out_json=tdir / "screen.json" if tag == "all" else where / "screen.json")
         return screen_stage.declare(self, args, [p for c in screened for p in c.size_paths])
 
     def shipped(self, profile: Profile, built: list[Built]) -> list[Built]:
         return [b for b in built if not profile.bundle.artifacts or b.spec.name in profile.bundle.artifacts]
 
-    def select(self, profile: Profile, built: list[Built], tdir: Path, screen_json: Path | None = None) -> Path:
+    def select(self, profile: Profile, built: list[Built], tdir: Path, screens: list[Path] = ()) -> Path:
         """The [budget]'s choice among the artifacts that ship (recipes/measure/budget.py); with a [search],
         among the candidates screening kept (those it skipped are listed with the reason)."""
         candidates = self.shipped(profile, built)
@@ -402,7 +415,8 @@ class Graph:
         on_device_only = [b.spec.name for b in candidates
                           if profile.device.accelerator != "none" or runtime_of(b.spec.format) not in report.CPU_RUNTIMES]
         return budget_stage.declare(self, profile.name, profile.source, profile.budget, [b.spec.name for b in candidates],
-                                    on_device_only, tdir / "report.json", tdir, screen_json)
+                                    on_device_only, tdir / "report.json", tdir, list(screens),
+                                    [c.artifact for c in profile.candidates])
 
     def report(self, profile: Profile, teacher: Model, t_eval: Path, built: list[Built], evals: dict[str, Path],
                lat: Path, mem: Path, tdir: Path) -> list:

@@ -148,6 +148,11 @@ class SearchSpace:
     # Screening skips a candidate only when its stand-in misses a latency or memory budget by more than
     # this share (timing noise); size is held exactly.
     screen_slack: float = bounded(0.1, min=0.0, max=10.0)
+    # A space of more candidates than this is not screened whole: Optuna proposes which to screen, in rounds
+    # of trials_per_round, until this many have been (recipes/wiring/search_optuna.py). Seeded by `seed`.
+    max_candidates: Optional[int] = bounded(None, min=1, max=100_000)
+    trials_per_round: int = bounded(4, min=1, max=1000)
+    seed: int = bounded(0, min=0, max=2**31 - 1)
 
 
 @dataclass(frozen=True)

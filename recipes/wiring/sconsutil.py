@@ -137,16 +137,17 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
     )
     inputs = Inputs(model=info, data=data, eval_data=eval_data, data_params=params, git_revision=git_revision(root))
     graph = Graph(env, root, inputs)
-    phase = env.get("edgesmith_phase", "")
+    phase, screening_round = env.get("edgesmith_phase", ""), env.get("edgesmith_round", "")
     searching = [prof for prof in loaded if prof.search is not None]
     if phase:  # a nested run of one search phase: only the search profiles, up to that phase
-        return [env.Alias(prof.name, graph.target(prof, SearchPhase(phase, *search_state(root, prof, phase))))
+        return [env.Alias(prof.name, graph.target(prof, search_state(root, prof, phase, screening_round)))
                 for prof in searching]
     if searching and not options.get("clean") and not options.get("help"):
         run_search_phases(root, searching, arguments or {}, options)
+
     def final(prof):
         # `scons -c` cleans every candidate, whatever the last build screened and selected.
-        return SearchPhase("", *search_state(root, prof, "")) if prof.search and not options.get("clean") else None
+        return search_state(root, prof, "") if prof.search and not options.get("clean") else None
 
     return [env.Alias(prof.name, graph.target(prof, final(prof))) for prof in loaded]
 
@@ -169,21 +170,36 @@ class PhaseFailed(Exception):
 #   3. the bundle of the winner.
 # Phases 1 and 2 are nested scons runs of the same command line (same -j, -k, -n, cache and variables),
 # so every stage stays an ordinary cached SCons node, and a skipped candidate is never declared, let
-# alone trained. A no-op build of a search profile pays for two extra scons start-ups.
-PHASES = ("screen", "select")
+# alone trained. A no-op build of a search profile pays for two extra scons start-ups (more with
+# Optuna's rounds: one per round).
 
 
-def search_state(root: Path, prof, phase: str) -> tuple[frozenset[str] | None, str | None]:
-    """(the candidates screening kept, the winner) as the finished phases recorded them."""
+def optuna_plans(prof) -> bool:
+    """Whether Optuna chooses which candidates of the space to screen (it is larger than max_candidates)."""
+    space = prof.search
+    return bool(space.screen and space.max_candidates and len(prof.candidates) > space.max_candidates)
+
+
+def rounds_file(root: Path, prof) -> Path:
+    return root / "build" / prof.name / "screen" / "rounds.json"
+
+
+def search_state(root: Path, prof, phase: str, screening_round: str = "") -> SearchPhase:
+    """The phase's view of the search: the screening rounds, the candidates they kept and the winner, as the
+    finished phases recorded them (in a dry run they may be missing: then every candidate is declared)."""
     tdir = root / "build" / prof.name
     kept = winner = None
+    planned = _read_json(rounds_file(root, prof)) if optuna_plans(prof) else None
+    rounds = tuple((tag, tuple(names)) for tag, names in planned["rounds"]) if planned else ()
     if phase != "screen" and prof.search.screen:
-        screened = _read_json(tdir / "screen.json")
-        kept = frozenset(screened["kept"]) if screened is not None else None
+        paths = [tdir / "screen" / tag / "screen.json" for tag, _ in rounds] if optuna_plans(prof) else [tdir / "screen.json"]
+        screened = [_read_json(p) for p in paths]
+        if paths and all(s is not None for s in screened):
+            kept = frozenset(name for s in screened for name in s["kept"])
     if phase == "":
         selection = _read_json(tdir / "selection.json")
         winner = selection.get("winner") if selection is not None else None
-    return kept, winner
+    return SearchPhase(phase, kept, winner, rounds, screening_round)
 
 
 def _read_json(path: Path):
@@ -203,20 +219,50 @@ def run_search_phases(root: Path, searching: list, arguments: dict, options: dic
                                        ("no_progress", "-Q"), ("cache_readonly", "--cache-readonly"),
                                        ("cache_disable", "--cache-disable")) if options.get(key)]
     command += [f"{k}={v}" for k, v in arguments.items()]
-    timings = {}
-    for phase in PHASES:
-        if phase == "screen" and not any(prof.search.screen for prof in searching):
-            continue
-        names = ", ".join(prof.name for prof in searching)
-        print(f"edgesmith: search ({names}): phase {phase}", flush=True)
+    timings: dict[str, float] = {}
+    names = ", ".join(prof.name for prof in searching)
+
+    def nested(phase: str, extra: list[str], label: str) -> None:
+        print(f"edgesmith: search ({names}): phase {label}", flush=True)
         started = time.monotonic()
-        code = subprocess.call(command + [f"edgesmith_phase={phase}"], cwd=root)
-        timings[phase] = round(time.monotonic() - started, 3)
+        code = subprocess.call(command + [f"edgesmith_phase={phase}"] + extra, cwd=root)
+        timings[phase] = round(timings.get(phase, 0.0) + time.monotonic() - started, 3)
         if code != 0:
             raise PhaseFailed(code)
+
+    for prof in searching:
+        if optuna_plans(prof):
+            plan_and_screen(root, prof, options, nested)
+    if any(prof.search.screen and not optuna_plans(prof) for prof in searching):
+        nested("screen", ["edgesmith_round=all"], "screen")
+    nested("select", [], "select")
     if not options.get("no_exec"):
         for prof in searching:
             log = root / "build" / prof.name / "search_phases.json"
             log.write_text(json.dumps({"wall_s": timings, "note": "wall time of each nested phase of the last build "
                                        "(a no-op phase costs one scons start-up)"}, indent=2) + "\n", encoding="utf-8")
     print("edgesmith: search phases took " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), flush=True)
+
+
+def plan_and_screen(root: Path, prof, options: dict, nested) -> None:
+    """Optuna's rounds over a space larger than max_candidates, each screened by a nested run before the
+    next is proposed (recipes/wiring/search_optuna.py); the plan is kept in build/<target>/screen/rounds.json."""
+    from recipes.wiring.search_optuna import Planner
+
+    planner = Planner(prof)
+    path = rounds_file(root, prof)
+    rounds: list[tuple[str, list[str]]] = []
+    while True:
+        batch = planner.next_round()
+        if not batch:
+            break
+        tag = f"round{len(rounds) + 1}"
+        rounds.append((tag, batch))
+        if not options.get("no_exec"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"rounds": rounds, **planner.record()}, indent=2) + "\n", encoding="utf-8")
+        nested("screen", [f"edgesmith_round={tag}"], f"screen {tag} ({len(planner.tried)} of {prof.search.max_candidates})")
+        screened = _read_json(path.parent / tag / "screen.json")
+        if screened is None:  # a dry run: the round's stand-ins are not built, so there is nothing to learn from
+            break
+        planner.tell(screened)
