@@ -90,7 +90,7 @@ def screen_args(tmp_path, budget, latency=None, memory=None, on_device=()):
     weights = tmp_path / "model.safetensors"
     save_file({"w": np.zeros((3, 5), dtype=np.float32)}, str(weights))
     candidates = tuple(ScreenedCandidate(n, f"m_{n}", f"stand-in {n}", weights, (sizes[n],), n in on_device) for n in "abc")
-    return ScreenArgs("p.toml", budget, 0.1, candidates, paths.get("latency"), paths.get("memory"), 4,
+    return ScreenArgs(budget, 0.1, candidates, paths.get("latency"), paths.get("memory"), 4,
                       tmp_path / "screen.json")
 
 
@@ -115,11 +115,39 @@ def test_screening_checks_size_only_where_latency_cannot_be_measured(tmp_path):
     assert out["candidates"][0]["values"]["latency_b1_ms"].startswith("not measurable on this build host")
 
 
-def test_when_screening_keeps_nothing_it_fails_in_one_line_naming_the_closest(tmp_path):
+def test_when_screening_keeps_nothing_the_selection_fails_in_one_line_naming_the_closest(tmp_path):
+    from recipes.measure.budget import SelectArgs, build
+
+    screened = screen(screen_args(tmp_path, Budget(size_mb=0.5)))
+    assert screened["kept"] == []   # a round that keeps nothing is not an error by itself (Optuna's rounds)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"batches": ["1", "4"], "artifacts": [
+        {"name": "teacher", "format": "torch", "precision": "fp32", "model": "teacher", "accuracy": 0.9,
+         "agreement": 1.0, "size_bytes": 9_000_000, "latency_ms": {"1": 1.0, "4": 2.0}, "peak_memory_mb": 10.0}]}))
+    args = SelectArgs("t", "p.toml", Budget(size_mb=0.5), (), (), report, tmp_path / "s.json", tmp_path / "s.md",
+                      tmp_path / "s.png", (tmp_path / "screen.json",), ("a", "b", "c"))
     with pytest.raises(GateError) as err:
-        screen(screen_args(tmp_path, Budget(size_mb=0.5)))
-    assert str(err.value) == (f"p.toml: budget not met by any of 3 candidates before training; closest is a: size 1 MB > "
-                              f"size_mb 0.5; nothing was trained; see {(tmp_path / 'screen.json').as_posix()}")
+        build(args)
+    assert str(err.value) == ("p.toml: budget not met by any of 3 candidates; screening skipped every one before "
+                              f"training; closest is a: size 1 MB > size_mb 0.5; see {(tmp_path / 's.md').as_posix()}")
+    assert "Nothing meets the budget" in (tmp_path / "s.md").read_text()
+
+
+def test_accuracy_screening_drops_only_what_cannot_reach_the_budget():
+    from recipes.measure.accuracy_screen import subset_indices, verdict
+
+    assert subset_indices(10, 0.25) == [0, 4, 8] and subset_indices(3, 0.01) == [0]
+    budget = Budget(accuracy_ratio=0.97, agreement=0.9)
+    # 400 examples: 0.80 / 0.90 = 0.889 of the teacher; two standard errors (0.04) cannot lift it to 0.97.
+    ok, why = verdict({"examples": 400, "accuracy": 0.80, "teacher_accuracy": 0.90, "agreement": 0.95}, budget)
+    assert not ok and "accuracy 0.889 x teacher on 400 eval examples" in why and "< accuracy_ratio 0.97" in why
+    # 0.86 / 0.90 = 0.956, but 0.86 + 2 * 0.0173 = 0.895 -> 0.994 of the teacher: it may still make it.
+    assert verdict({"examples": 400, "accuracy": 0.86, "teacher_accuracy": 0.90, "agreement": 0.95}, budget) == (True, "")
+    ok, why = verdict({"examples": 400, "accuracy": 0.90, "teacher_accuracy": 0.90, "agreement": 0.80}, budget)
+    assert not ok and why.startswith("agreement 0.800 on 400 eval examples")
+    # Few examples: wide bounds, nothing dropped; not measurable here: kept, and said so.
+    assert verdict({"examples": 4, "accuracy": 0.5, "teacher_accuracy": 0.9, "agreement": 0.5}, budget)[0]
+    assert verdict({"examples": 4, "accuracy": None, "teacher_accuracy": 0.9}, budget) == (True, "not measurable on this build host")
 
 
 def test_optuna_chooses_max_candidates_in_rounds_reproducibly(tmp_path):
@@ -167,6 +195,8 @@ def test_a_skipped_candidate_never_trains_and_a_widened_space_builds_only_the_ne
     assert "prune" not in kinds and [t for s, t in run if s == "distill"] == [t for s, t in run if "/student-" in t]
     assert kinds.count("shape") == 2 and kinds.count("screen") == 1   # stand-ins: the student's and ffn50's shapes
     assert "edgesmith: search (tiny_search): phase screen" in proc.stdout
+    assert "phase rank (accuracy on an eval subset)" in proc.stdout and kinds.count("rank") == 1
+    assert kinds.count("quick_eval") == 1   # the one candidate screening kept
     selection = json.loads((project / "build" / "tiny_search" / "selection.json").read_text())
     assert selection["winner"] == "student1-int8"
     assert {c["name"] for c in selection["skipped"]} == {"teacher-fp32", "teacher-int8", "student1-fp32", "ffn50-fp32",
@@ -197,7 +227,8 @@ def test_a_skipped_candidate_never_trains_and_a_widened_space_builds_only_the_ne
     proc = scons(project, "-j2", *args, timeout=900)
     assert "phase screen round1 (2 of 3)" in proc.stdout and "phase screen round2 (3 of 3)" in proc.stdout
     assert {s for s, _ in stages_run(proc)} <= {"screen", "report", "select", "latency", "memory", "stub", "bundle",
-                                               "archive", "evaluate", "ops", "export", "quantize"}, stages_run(proc)
+                                               "archive", "evaluate", "ops", "export", "quantize", "quick_eval",
+                                               "rank"}, stages_run(proc)
     selection = json.loads((project / "build" / "tiny_search" / "selection.json").read_text())
     assert selection["search"]["space"] == 8 and selection["search"]["screened"] == 3
     assert len(selection["search"]["not_screened"]) == 5

@@ -197,6 +197,10 @@ def render_markdown(selection: dict[str, Any], target: str) -> str:
                   "Models trained: " + (", ".join(f"`{m}`" for m in search["models_trained"]) or "none") + ". "
                   "Never trained (every candidate of theirs was skipped): "
                   + (", ".join(f"`{m}`" for m in search["models_never_trained"]) or "none") + ".", ""]
+        if selection.get("dropped"):
+            lines += [f"Dropped after training, before their full evaluation (their accuracy on an eval subset could "
+                      f"not reach the budget):", ""] + [f"- `{c['name']}`: {c['status'].split(': ', 1)[1]}"
+                                                        for c in selection["dropped"]] + [""]
         if selection["skipped"]:
             shape = [n for n in names if n in selection["skipped"][0]["values"]]
             lines += ["Skipped on their random-weight stand-ins (same shape and format, untrained):", "",
@@ -255,6 +259,8 @@ class SelectArgs:
     # and every candidate of the space (those never screened, when it was larger than max_candidates).
     screen_jsons: tuple[Path, ...] = ()
     space: tuple[str, ...] = ()
+    # Its accuracy screening on an eval subset (recipes/measure/accuracy_screen.py): the candidates it dropped.
+    ranking: Optional[Path] = None
 
 
 def add_screening(selection: dict[str, Any], screens: list[dict[str, Any]], space: list[str]) -> None:
@@ -277,6 +283,13 @@ def build(args: SelectArgs) -> dict[str, Any]:
     selection["target"] = args.target
     if args.screen_jsons:
         add_screening(selection, [json.loads(p.read_text(encoding="utf-8")) for p in args.screen_jsons], list(args.space))
+    if args.ranking is not None:
+        ranking = json.loads(args.ranking.read_text(encoding="utf-8"))
+        selection["dropped"] = [{"name": c["name"], "status": c["status"], "subset": c["subset"]}
+                                for c in ranking["candidates"] if not c["kept"]]
+        if "search" in selection:
+            selection["search"]["dropped_after_subset_eval"] = len(selection["dropped"])
+            selection["search"]["built_and_measured"] -= len(selection["dropped"])
     write_json(args.out_json, selection)
     with atomic_path(args.out_md) as tmp:
         tmp.write_text(render_markdown(selection, args.target), encoding="utf-8")
@@ -293,10 +306,11 @@ STAGE = Stage("select", SelectArgs, build, modules=("measure.budget", "params"),
 
 def declare(g: "Graph", target: str, profile_source: str, budget: Budget, candidates: list[str],
             on_device_only: list[str], report_json: Path, tdir: Path, screen_jsons: list[Path] = (),
-            space: list[str] = ()) -> Path:
+            space: list[str] = (), ranking: Path | None = None) -> Path:
     args = SelectArgs(target=target, profile_source=profile_source, budget=budget, candidates=tuple(candidates),
                       on_device_only=tuple(on_device_only), report_json=report_json, out_json=tdir / "selection.json",
                       out_md=tdir / "selection.md", out_png=tdir / "selection.png", screen_jsons=tuple(screen_jsons),
-                      space=tuple(space) if screen_jsons else ())
-    g.stage(STAGE, [args.out_json, args.out_md, args.out_png], [report_json] + list(screen_jsons), args)
+                      space=tuple(space) if screen_jsons else (), ranking=ranking)
+    g.stage(STAGE, [args.out_json, args.out_md, args.out_png], [report_json] + list(screen_jsons)
+            + ([ranking] if ranking else []), args)
     return args.out_json

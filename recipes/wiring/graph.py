@@ -89,6 +89,8 @@ class SearchPhase:
     rounds: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # In a nested "screen" run: the round it screens.
     round: str = ""
+    # The candidates the accuracy screening on an eval subset kept (None: it did not run, or not known yet).
+    ranked: frozenset[str] | None = None
 
 
 @dataclass
@@ -107,6 +109,13 @@ class Built:
     note: str = ""                   # for the report: what was measured, when not the artifact itself
     engine: dict[str, Any] | None = None  # stub context for TensorRT artifacts
     details: Path | None = None      # the making stage's JSON record, summarised in the report
+
+
+def accuracy_screened(profile: Profile) -> bool:
+    """Whether a search's trained candidates are screened on an eval subset first: only against an accuracy
+    or agreement budget (recipes/measure/accuracy_screen.py)."""
+    limits = profile.budget.limits() if profile.budget is not None else {}
+    return bool(profile.search and profile.search.accuracy_screen > 0 and ({"accuracy_ratio", "agreement"} & limits.keys()))
 
 
 def build_host() -> dict[str, Any]:
@@ -339,14 +348,25 @@ class Graph:
                 screens = [self.screen(profile, teacher, tdir, tag, set(names)) for tag, names in rounds]
                 if phase.name == "screen":
                     return [str(p) for p in screens]
-        specs = [s for s in profile.artifacts if phase.kept is None or s.name in phase.kept or
-                 s.name not in {c.artifact for c in profile.candidates}]
+        searched = {c.artifact for c in profile.candidates}
+        specs = [s for s in profile.artifacts if s.name not in searched or phase.kept is None or s.name in phase.kept]
+        t_eval = evaluate.declare(self, "torch", teacher.dir, teacher.weights, teacher, max_length, None)
+        ranking = None
+        if profile.search is not None and accuracy_screened(profile):
+            ranking = tdir / "accuracy_screen.json"
+            if phase.name == "rank":
+                from recipes.measure import rank
+
+                candidates = [s for s in specs if s.name in searched]
+                ranked = [FORMATS[s.format].declare(self, s, self.model(s.model, teacher)) for s in candidates]
+                return [str(rank.declare(self, profile.budget, profile.search.accuracy_screen, ranked,
+                                         t_eval / "logits.npy", teacher.tokenizer, max_length, ranking))]
+            specs = [s for s in specs if s.name not in searched or phase.ranked is None or s.name in phase.ranked]
 
         # models -> artifacts
         built = [FORMATS[spec.format].declare(self, spec, self.model(spec.model, teacher)) for spec in specs]
 
         # measure: accuracy per artifact, latency side by side, peak memory, the report and its gates
-        t_eval = evaluate.declare(self, "torch", teacher.dir, teacher.weights, teacher, max_length, None)
         evals = {b.spec.name: evaluate.declare(self, b.runner, b.path, b.files, teacher, max_length, t_eval / "logits.npy")
                  for b in built}
         timed = [TimedArtifact("teacher", "torch", teacher.dir, self.input_names)]
@@ -355,7 +375,7 @@ class Graph:
         lat = latency.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "latency.json")
         mem = memory.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "memory.json")
         report_nodes = self.report(profile, teacher, t_eval, built, evals, lat, mem, tdir)
-        selection = self.select(profile, built, tdir, screens) if profile.budget is not None else None
+        selection = self.select(profile, built, tdir, screens, ranking) if profile.budget is not None else None
         if phase.name == "select":
             return report_nodes + [str(selection)]
 
@@ -406,7 +426,8 @@ class Graph:
     def shipped(self, profile: Profile, built: list[Built]) -> list[Built]:
         return [b for b in built if not profile.bundle.artifacts or b.spec.name in profile.bundle.artifacts]
 
-    def select(self, profile: Profile, built: list[Built], tdir: Path, screens: list[Path] = ()) -> Path:
+    def select(self, profile: Profile, built: list[Built], tdir: Path, screens: list[Path] = (),
+               ranking: Path | None = None) -> Path:
         """The [budget]'s choice among the artifacts that ship (recipes/measure/budget.py); with a [search],
         among the candidates screening kept (those it skipped are listed with the reason)."""
         candidates = self.shipped(profile, built)
@@ -416,7 +437,7 @@ class Graph:
                           if profile.device.accelerator != "none" or runtime_of(b.spec.format) not in report.CPU_RUNTIMES]
         return budget_stage.declare(self, profile.name, profile.source, profile.budget, [b.spec.name for b in candidates],
                                     on_device_only, tdir / "report.json", tdir, list(screens),
-                                    [c.artifact for c in profile.candidates])
+                                    [c.artifact for c in profile.candidates], ranking)
 
     def report(self, profile: Profile, teacher: Model, t_eval: Path, built: list[Built], evals: dict[str, Path],
                lat: Path, mem: Path, tdir: Path) -> list:

@@ -148,6 +148,10 @@ class SearchSpace:
     # Screening skips a candidate only when its stand-in misses a latency or memory budget by more than
     # this share (timing noise); size is held exactly.
     screen_slack: float = bounded(0.1, min=0.0, max=10.0)
+    # Share of the eval split every trained candidate is first evaluated on; one that cannot meet the budget's
+    # accuracy_ratio or agreement even at the optimistic end of that estimate is dropped before its full
+    # evaluation and measurement (recipes/measure/accuracy_screen.py). 0 turns this rung off.
+    accuracy_screen: float = bounded(0.25, min=0.0, max=1.0)
     # A space of more candidates than this is not screened whole: Optuna proposes which to screen, in rounds
     # of trials_per_round, until this many have been (recipes/wiring/search_optuna.py). Seeded by `seed`.
     max_candidates: Optional[int] = bounded(None, min=1, max=100_000)

@@ -12,7 +12,7 @@ from pathlib import Path
 from recipes.inputs.checkpoint import default_model_dir, inspect
 from recipes.inputs.data import DataParams, check_path
 from recipes.errors import ConfigError
-from recipes.wiring.graph import Graph, Inputs, SearchPhase
+from recipes.wiring.graph import Graph, Inputs, SearchPhase, accuracy_screened
 from recipes.wiring.profile import load_profile, profile_names
 
 
@@ -161,17 +161,19 @@ class PhaseFailed(Exception):
         self.code = code
 
 
-# A [search] profile is built in three phases, because what the later ones declare depends on what the
+# A [search] profile is built in phases, because what the later ones declare depends on what the
 # earlier ones measured, and SCons declares its whole graph before it builds anything:
 #   1. "screen": the candidates' random-weight stand-ins are built, measured and held to the budget
 #      (build/<target>/screen.json lists the candidates kept);
-#   2. "select": only the kept candidates are trained, built, evaluated and measured, and the budget
-#      selects among them (build/<target>/selection.json names the winner);
-#   3. the bundle of the winner.
-# Phases 1 and 2 are nested scons runs of the same command line (same -j, -k, -n, cache and variables),
+#   2. "rank" (when the budget limits accuracy or agreement): only the kept candidates are trained and
+#      built, and evaluated on a subset of the eval split (build/<target>/accuracy_screen.json);
+#   3. "select": the candidates still in are evaluated in full and measured, and the budget selects among
+#      them (build/<target>/selection.json names the winner);
+#   4. the bundle of the winner.
+# The first phases are nested scons runs of the same command line (same -j, -k, -n, cache and variables),
 # so every stage stays an ordinary cached SCons node, and a skipped candidate is never declared, let
-# alone trained. A no-op build of a search profile pays for two extra scons start-ups (more with
-# Optuna's rounds: one per round).
+# alone trained. A no-op build of a search profile pays for one extra scons start-up per nested phase
+# (and per Optuna round).
 
 
 def optuna_plans(prof) -> bool:
@@ -196,10 +198,14 @@ def search_state(root: Path, prof, phase: str, screening_round: str = "") -> Sea
         screened = [_read_json(p) for p in paths]
         if paths and all(s is not None for s in screened):
             kept = frozenset(name for s in screened for name in s["kept"])
+    ranked = None
+    if phase in ("select", "") and accuracy_screened(prof):
+        ranking = _read_json(tdir / "accuracy_screen.json")
+        ranked = frozenset(ranking["kept"]) if ranking is not None else None
     if phase == "":
         selection = _read_json(tdir / "selection.json")
         winner = selection.get("winner") if selection is not None else None
-    return SearchPhase(phase, kept, winner, rounds, screening_round)
+    return SearchPhase(phase, kept, winner, rounds, screening_round, ranked)
 
 
 def _read_json(path: Path):
@@ -235,6 +241,8 @@ def run_search_phases(root: Path, searching: list, arguments: dict, options: dic
             plan_and_screen(root, prof, options, nested)
     if any(prof.search.screen and not optuna_plans(prof) for prof in searching):
         nested("screen", ["edgesmith_round=all"], "screen")
+    if any(accuracy_screened(prof) for prof in searching):
+        nested("rank", [], "rank (accuracy on an eval subset)")
     nested("select", [], "select")
     if not options.get("no_exec"):
         for prof in searching:
