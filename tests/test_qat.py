@@ -16,7 +16,7 @@ import pytest
 
 from recipes.errors import ProfileError
 from recipes.formats.model_io import verification_inputs
-from recipes.formats.qat_int8 import PROGRAM, QDQ_ONNX, RECORD
+from recipes.formats.qat_files import PROGRAM, QDQ_ONNX, RECORD
 from recipes.inputs.data import DataParams, prepare
 from recipes.measure.parity import format_parity, parity_failures
 from recipes.models import qat as qat_stage

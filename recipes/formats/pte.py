@@ -209,7 +209,11 @@ def export_pte(model_dir: Path, dst: Path, report_path: Path, spec: Int8DynActIn
     with atomic_path(dst) as tmp:
         tmp.write_bytes(et_program.buffer)
         # Full padded batches: the runner splits them to the program's batch bound.
-        checks = verify(PteRunner(tmp, input_names), reference, vocab, input_names, seq_max, tolerance, dst.name)
+        # A QAT program runs on XNNPACK's integer kernels, whose requantisation rounds a boundary value one
+        # step away from the program's float simulation of int8, and depth amplifies it (formats/qat_int8.py):
+        # the median difference is bounded, which a broken lowering (every logit off) cannot meet.
+        checks = verify(PteRunner(tmp, input_names), reference, vocab, input_names, seq_max, tolerance, dst.name,
+                        bound="median" if isinstance(spec, QatInt8) else "max")
     precision = {type(None): "fp32", Int8DynActInt4Weight: "int4", QatInt8: "int8"}[type(spec)]
     report = {"format": "pte", "precision": precision, "quantize": info, "attention": "eager",
               "backend": "XnnpackBackend", "delegation": counts,
@@ -226,7 +230,7 @@ def build(args: PteArgs) -> dict[str, Any]:
 
 
 STAGE = Stage("pte", PteArgs, build,
-              modules=("formats.pte", "formats.qat_int8", "formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf",
+              modules=("formats.pte", "formats.qat_int8", "formats.qat_files", "formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf",
                        "models.slim", "models.archs", "formats.model_io", "params"),
               packages=("torch", "transformers", "executorch", "torchao"))
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from recipes.errors import StageError
-from recipes.formats.qat_int8 import PROGRAM, QDQ_ONNX, RECORD
+from recipes.formats.qat_files import PROGRAM, QDQ_ONNX, RECORD
 from recipes.inputs.data import load_labels, load_split
 from recipes.models import teacher_logits
 from recipes.models.distill import distillation_loss
@@ -92,8 +92,9 @@ class QatParams(TrainParams):
     export_atol: float = bounded(0.05, min=0.0, min_exclusive=True, max=10.0)
     # Share of the verification sentences that must be within export_atol, and whose label must match,
     # for the export to count as right. A wrong export (a lost scale, a transposed weight) moves nearly
-    # every sentence; a rounding-boundary flip moves one now and then (bench/results/qat.md).
-    export_within: float = bounded(0.98, min=0.5, max=1.0)
+    # every sentence; a rounding-boundary flip moves a few: on the 6-layer SST-2 MiniLM, 4 of 128
+    # sentences moved by up to 0.2, and no label changed (bench/results/qat.md).
+    export_within: float = bounded(0.9, min=0.5, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -417,7 +418,7 @@ def write_qat_dir(model: Any, tokenizer_dir: Path, dst: Path, record: dict[str, 
 
 
 STAGE = Stage("qat", QatArgs, build,
-              modules=("models.qat", "formats.qat_int8", "models.training", "models.distill", "models.model_dir", "models.teacher_logits",
+              modules=("models.qat", "formats.qat_files", "models.training", "models.distill", "models.model_dir", "models.teacher_logits",
                        "inputs.checkpoint", "inputs.data", "models.hf", "models.slim", "models.archs",
                        "formats.quantize_torch", "formats.dynamic_int8", "formats.model_io", "measure.mobile_runners", "textenc", "params",
                        "runtime.tokenize"),
