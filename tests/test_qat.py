@@ -203,6 +203,22 @@ def test_qat_profile_mistakes_are_one_line(tmp_path, edit, message):
     assert message in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith(str(path))
 
 
+def test_a_qat_pte_needs_a_sibling_or_an_agreement_gate(tmp_path):
+    alone = QAT_PROFILE
+    for name, fmt in (("qat_onnx", "onnx"), ("qat_engine", "tensorrt")):
+        block = f'[[artifacts]]\nname = "{name}"\nmodel = "qat"\nformat = "{fmt}"\nprecision = "int8"\nquantize = {{ method = "qat" }}\n\n'
+        assert block in alone
+        alone = alone.replace(block, "")
+    alone = alone.replace('default_artifact = "qat_onnx"', 'default_artifact = "qat_pte"')
+    path = tmp_path / "p.toml"
+    path.write_text(alone)
+    with pytest.raises(ProfileError, match=r"artifacts\[1\].format = 'pte': a QAT .pte is judged on the eval set against "
+                                           r"its sibling formats .* add its ONNX artifact, or set gates.min_agreement$"):
+        load_profile(path)
+    path.write_text(alone.replace("[gates]\n", "[gates]\nmin_agreement = 0.95\n"))
+    assert load_profile(path).artifact("qat_pte").model == "qat"
+
+
 def test_the_fixture_profile_loads():
     p = load_profile(REPO / "tests" / "fixtures" / "tiny_qat.toml", REPO / "templates")
     assert p.model("qat").qat.epochs == 1 and [a.quantize.method for a in p.artifacts] == ["dynamic", "qat", "qat", "qat"]

@@ -11,16 +11,16 @@ from typing import Literal
 
 # What the QAT stage writes beside the checkpoint (the formats read the names from here).
 from recipes.formats.qat_files import PROGRAM, QDQ_ONNX, RECORD  # noqa: F401
-from recipes.params import bounded
 
 
 @dataclass(frozen=True)
 class QatInt8:
     method: Literal["qat"]
-    # .pte only: the median |logit difference| between the lowered program and the QAT program it came from,
-    # on the verification batches. XNNPACK runs integer kernels, whose requantisation rounds differently from
-    # the program's float simulation of int8, and a deep model amplifies each step: on the SST-2 MiniLM the
-    # max differences reached 0.64 (XNNPACK, random ids) and 0.50 (ONNX Runtime's fused integer kernels, real
-    # sentences, median 0.04; bench/results/qat.md), so a max bound cannot hold. A broken lowering moves every
-    # logit. Whether the formats agree on the eval set is gated by gates.min_format_agreement.
-    atol: float = bounded(0.25, min=0.0, min_exclusive=True, max=10.0)
+    # No tolerance of its own. A QAT .pte runs XNNPACK's integer kernels, whose requantisation rounds
+    # differently from the program's float simulation of int8, and depth amplifies each step: on the SST-2
+    # MiniLM the lowered program differed from the QAT program by up to 0.64 in the logits on the random-id
+    # verification batches (0.40 on both logits of one 7-token row), and ONNX Runtime's fused integer kernels
+    # by up to 0.50 on real sentences (bench/results/qat.md). No bound on random ids tells that from a wrong
+    # lowering, so the .pte records its differences and is judged on the eval set, where it must agree with
+    # its sibling formats (gates.min_format_agreement; the profile loader requires a sibling, or
+    # gates.min_agreement, for every QAT .pte).

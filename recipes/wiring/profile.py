@@ -371,6 +371,11 @@ def check_qat_artifact(p: Profile, spec: ArtifactSpec, key: str, bad) -> None:
         if spec.format == "pte" and qat.placement != "linear_io":
             raise bad(f"{key}.format", f" = 'pte': model {spec.model!r} has qat.placement = {qat.placement!r}, which "
                       "XNNPACK cannot lower; use placement 'linear_io' for a model that ships as .pte")
+        siblings = [a.name for a in p.artifacts if a.model == spec.model and a.name != spec.name]
+        if spec.format == "pte" and not siblings and p.gates_for(spec).min_agreement is None:
+            raise bad(f"{key}.format", f" = 'pte': a QAT .pte is judged on the eval set against its sibling formats "
+                      f"(XNNPACK's integer kernels round apart from the QAT program; formats/qat_int8.py), and model "
+                      f"{spec.model!r} has no other artifact; add its ONNX artifact, or set gates.min_agreement")
     elif qat is not None:
         raise bad(f"{key}.quantize", f": model {spec.model!r} is quantization-aware trained; its artifacts ship its int8 "
                   "program: set precision = 'int8' and quantize = { method = 'qat' }")
