@@ -1,9 +1,10 @@
 """A [search] space (recipes/wiring/search.py): expanded into ordinary candidates, screened on random-weight
 stand-ins before training (recipes/measure/screen.py), and built in phases (recipes/wiring/sconsutil.py).
 
-The expansion and the screening rules run on values (fast, exact). One build shows that a candidate the
-budget rules out before training is never trained, that the bundle ships only the winner, and that
-widening the space builds only the new candidates."""
+The expansion, the screening and halving rules and Optuna's planner run on values (fast, exact). One build
+shows that a candidate the budget rules out before training is never trained, that the bundle ships only the
+winner, and that widening the space builds only the new candidates. Optuna's rounds are tested with the nested
+run replaced by what it writes (a real round in this build cost the suite ~45 s; it was run by hand).""" 
 from __future__ import annotations
 
 import json
@@ -176,6 +177,37 @@ def test_optuna_chooses_max_candidates_in_rounds_reproducibly(tmp_path):
     assert run()[0] == rounds   # seeded: the same measurements give the same choice
 
 
+def test_optuna_rounds_are_planned_screened_and_recorded(tmp_path):
+    """sconsutil's loop: each round is written to rounds.json before its nested screening run, and what that
+    run recorded is told to Optuna before the next round (the nested run is replaced by what it writes)."""
+    from recipes.wiring import sconsutil
+
+    path = edited(tmp_path, "chains = false", "chains = true\nhead_fractions = [0.5]\nmax_candidates = 5\ntrials_per_round = 2")
+    p = load_profile(path, REPO / "templates")
+    calls = []
+
+    def nested(phase, extra, label):
+        tag = extra[0].split("=", 1)[1]
+        planned = json.loads(sconsutil.rounds_file(tmp_path, p).read_text())
+        names = dict(planned["rounds"])[tag]
+        calls.append((phase, tag, label, names))
+        rows = [{"name": n, "model": "m", "kept": n.endswith("int8"), "shortfall": 0.0, "parameters": 100,
+                 "values": {"latency_b1_ms": 1.0, "latency_bmax_ms": 1.0, "size_mb": 1.0, "peak_memory_mb": 1.0}}
+                for n in names]
+        out = tmp_path / "build" / p.name / "screen" / tag / "screen.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"candidates": rows, "kept": [r["name"] for r in rows if r["kept"]]}))
+
+    assert sconsutil.optuna_plans(p)
+    sconsutil.plan_and_screen(tmp_path, p, {}, nested)
+    assert [(c[0], c[1]) for c in calls] == [("screen", "round1"), ("screen", "round2"), ("screen", "round3")]
+    assert calls[-1][2] == "screen round3 (5 of 5)"
+    state = sconsutil.search_state(tmp_path, p, "select")
+    screened = [n for c in calls for n in c[3]]
+    assert [tag for tag, _ in state.rounds] == ["round1", "round2", "round3"]
+    assert state.kept == frozenset(n for n in screened if n.endswith("int8"))
+
+
 @pytest.mark.slow
 def test_a_skipped_candidate_never_trains_and_a_widened_space_builds_only_the_new(tmp_path, tiny_model, tiny_data,
                                                                                     tiny_built):
@@ -183,8 +215,7 @@ def test_a_skipped_candidate_never_trains_and_a_widened_space_builds_only_the_ne
     profile = project / "targets" / "tiny_search.toml"
     shutil.copy2(FIXTURE, profile)
     # The teacher's stages are the tiny build's (same fine-tuning, data and model): read from its cache.
-    # Objective size: screening then measures size only (no latency stage), and Optuna's choice below is the
-    # same on every host.
+    # Objective size: screening then measures size only (no latency stage).
     args = ("target=tiny_search", f"model={tiny_model}", f"data={tiny_data}", f"cache={tiny_built[3]}",
             "--cache-readonly", "budget.size_mb=0.2", "budget.objective=size")
 
@@ -221,17 +252,3 @@ def test_a_skipped_candidate_never_trains_and_a_widened_space_builds_only_the_ne
     # Nothing changed: every phase is up to date, and nothing runs.
     proc = scons(project, *args)
     assert stages_run(proc) == [], proc.stdout
-
-    # A space larger than max_candidates: Optuna picks 3 of the 8 to screen, in rounds of 2; only screening runs.
-    profile.write_text(profile.read_text().replace("chains = true", "chains = true\nmax_candidates = 3\ntrials_per_round = 2"))
-    proc = scons(project, "-j2", *args, timeout=900)
-    assert "phase screen round1 (2 of 3)" in proc.stdout and "phase screen round2 (3 of 3)" in proc.stdout
-    assert {s for s, _ in stages_run(proc)} <= {"screen", "report", "select", "latency", "memory", "stub", "bundle",
-                                               "archive", "evaluate", "ops", "export", "quantize", "quick_eval",
-                                               "rank"}, stages_run(proc)
-    selection = json.loads((project / "build" / "tiny_search" / "selection.json").read_text())
-    assert selection["search"]["space"] == 8 and selection["search"]["screened"] == 3
-    assert len(selection["search"]["not_screened"]) == 5
-    rounds = json.loads((project / "build" / "tiny_search" / "screen" / "rounds.json").read_text())
-    assert rounds["rounds"] == [["round1", ["student1-int8", "student1-ffn50-fp32"]], ["round2", ["teacher-int8"]]]
-    assert selection["winner"] == "student1-int8"

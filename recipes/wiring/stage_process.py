@@ -27,7 +27,7 @@ import threading
 
 # Stages whose build() imports no ML framework: the server's preload would only slow them down. Named here,
 # not as a Stage field: stage.py is in every stage's signature, so a field there would rebuild every stage.
-PLAIN = frozenset({"data", "report", "select", "stub", "bundle", "archive"})
+PLAIN = frozenset({"data", "report", "select", "screen", "rank", "stub", "bundle", "archive"})
 
 _context = None
 _context_lock = threading.Lock()
