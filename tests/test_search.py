@@ -4,7 +4,7 @@ stand-ins before training (recipes/measure/screen.py), and built in phases (reci
 The expansion, the screening and halving rules and Optuna's planner run on values (fast, exact). One build
 shows that a candidate the budget rules out before training is never trained, that the bundle ships only the
 winner, and that widening the space builds only the new candidates. Optuna's rounds are tested with the nested
-run replaced by what it writes (a real round in this build cost the suite ~45 s; it was run by hand).""" 
+run replaced by what it writes (a real round in this build cost the suite ~45 s; it was run by hand)."""
 from __future__ import annotations
 
 import json
