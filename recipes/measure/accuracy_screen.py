@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from recipes.fsutil import write_json
-from recipes.inputs.data import load_split
+from recipes.errors import StageError
+from recipes.inputs.data import load_labels, load_split
 from recipes.measure.budget import Budget
 from recipes.measure.evaluate import EVAL_BATCH, evaluate
 from recipes.wiring.stage import Stage
@@ -51,11 +52,13 @@ class QuickEvalArgs:
 def quick_eval(args: QuickEvalArgs) -> dict[str, Any]:
     import numpy as np
 
-    from recipes.inputs.data import load_labels
-
     examples = (args.data_dir / "eval.jsonl").read_text(encoding="utf-8").splitlines()
+    full = np.load(args.teacher_logits)
+    if len(full) != len(examples):
+        raise StageError(f"quick_eval: {args.teacher_logits} has {len(full)} rows for {len(examples)} eval examples in "
+                         f"{args.data_dir / 'eval.jsonl'}; the teacher's evaluation is of other data (rebuild it)")
     keep = subset_indices(len(examples), args.fraction)
-    teacher = np.load(args.teacher_logits)[keep]
+    teacher = full[keep]
     labels = load_labels(args.data_dir / "data.json")
     with tempfile.TemporaryDirectory() as work:
         subset = Path(work)
