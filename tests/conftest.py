@@ -136,6 +136,7 @@ SHARED_FIRST = (  # modules whose builds are the run's longest chains, in the or
     "test_compression_build.py",  # compress_built (waits for tiny_built: it reads its cache)
     "test_openvino.py",          # all_targets_built
     "test_qat_build.py",         # its own QAT build
+    "test_search.py",            # four search builds over the tiny build's cache
 )
 
 

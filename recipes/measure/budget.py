@@ -156,7 +156,12 @@ def select(report: dict[str, Any], budget: Budget, candidates: list[str], on_dev
 
 
 def closest_miss(selection: dict[str, Any]) -> str:
-    """One line: the candidate nearest to the budget, and what it misses."""
+    """One line: the candidate nearest to the budget, and what it misses (among those screening skipped
+    before training, when none was built)."""
+    if not selection["candidates"]:
+        nearest = min(selection["skipped"], key=lambda c: (c["shortfall"], c["name"]))
+        return (f"screening skipped every one before training; closest is {nearest['name']}: "
+                + nearest["status"].removeprefix("skipped before training: "))
     nearest = min(selection["candidates"], key=lambda c: (c["shortfall"], c["name"]))
     misses = [n for n, v in nearest["verdicts"].items() if v["status"] == "miss"]
     return f"closest is {nearest['name']}: " + "; ".join(_describe_miss(n, nearest["verdicts"][n]) for n in misses)
@@ -183,6 +188,26 @@ def render_markdown(selection: dict[str, Any], target: str) -> str:
     for c in selection["candidates"]:
         lines.append(f"| {c['name']} | {c['model']} | {c['format']} | {c['precision']} | "
                      + " | ".join(_fmt(c["values"][n]) for n in names) + f" | {c['status']} |")
+    if "search" in selection:
+        search = selection["search"]
+        lines += ["", f"## Search: {search['space']} candidates in the space, {search['screened']} screened, "
+                  f"{search['skipped']} skipped before training, {search['built_and_measured']} built and measured", "",
+                  *([f"Not screened (beyond search.max_candidates; Optuna chose the others): "
+                     + ", ".join(f"`{n}`" for n in search["not_screened"]), ""] if search["not_screened"] else []),
+                  "Models trained: " + (", ".join(f"`{m}`" for m in search["models_trained"]) or "none") + ". "
+                  "Never trained (every candidate of theirs was skipped): "
+                  + (", ".join(f"`{m}`" for m in search["models_never_trained"]) or "none") + ".", ""]
+        if selection.get("dropped"):
+            lines += [f"Dropped after training, before their full evaluation (their accuracy on an eval subset could "
+                      f"not reach the budget):", ""] + [f"- `{c['name']}`: {c['status'].split(': ', 1)[1]}"
+                                                        for c in selection["dropped"]] + [""]
+        if selection["skipped"]:
+            shape = [n for n in names if n in selection["skipped"][0]["values"]]
+            lines += ["Skipped on their random-weight stand-ins (same shape and format, untrained):", "",
+                      "| candidate | model | " + " | ".join(shape) + " | outcome |", "|" + "---|" * (3 + len(shape))]
+            for c in selection["skipped"]:
+                lines.append(f"| {c['name']} | {c['model']} | " + " | ".join(_fmt(c["values"][n]) for n in shape)
+                             + f" | {c['status']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -230,18 +255,48 @@ class SelectArgs:
     out_json: Path
     out_md: Path
     out_png: Path
+    # A [search]'s screening rounds (recipes/measure/screen.py): the candidates skipped before training;
+    # and every candidate of the space (those never screened, when it was larger than max_candidates).
+    screen_jsons: tuple[Path, ...] = ()
+    space: tuple[str, ...] = ()
+    # Its accuracy screening on an eval subset (recipes/measure/accuracy_screen.py): the candidates it dropped.
+    ranking: Optional[Path] = None
+
+
+def add_screening(selection: dict[str, Any], screens: list[dict[str, Any]], space: list[str]) -> None:
+    """The candidates screening skipped (never trained), those never screened, and the search's counts."""
+    rows = [c for s in screens for c in s["candidates"]]
+    kept = [c for c in rows if c["kept"]]
+    selection["skipped"] = [{"name": c["name"], "model": c["model"], "values": c["values"], "status": c["status"],
+                             "shortfall": c["shortfall"]} for c in rows if not c["kept"]]
+    screened = {c["name"] for c in rows}
+    models_kept = {c["model"] for c in kept}
+    selection["search"] = {"space": len(space), "screened": len(rows), "not_screened": [n for n in space if n not in screened],
+                           "skipped": len(selection["skipped"]), "built_and_measured": len(kept),
+                           "models_trained": sorted(models_kept - {"teacher"}),
+                           "models_never_trained": sorted({c["model"] for c in rows} - models_kept - {"teacher"})}
 
 
 def build(args: SelectArgs) -> dict[str, Any]:
     report = json.loads(args.report_json.read_text(encoding="utf-8"))
     selection = select(report, args.budget, list(args.candidates), set(args.on_device_only))
     selection["target"] = args.target
+    if args.screen_jsons:
+        add_screening(selection, [json.loads(p.read_text(encoding="utf-8")) for p in args.screen_jsons], list(args.space))
+    if args.ranking is not None:
+        ranking = json.loads(args.ranking.read_text(encoding="utf-8"))
+        selection["dropped"] = [{"name": c["name"], "status": c["status"], "subset": c["subset"]}
+                                for c in ranking["candidates"] if not c["kept"]]
+        if "search" in selection:
+            selection["search"]["dropped_after_subset_eval"] = len(selection["dropped"])
+            selection["search"]["built_and_measured"] -= len(selection["dropped"])
     write_json(args.out_json, selection)
     with atomic_path(args.out_md) as tmp:
         tmp.write_text(render_markdown(selection, args.target), encoding="utf-8")
     plot_png(selection, args.out_png)
     if selection["winner"] is None:
-        raise GateError(f"{args.profile_source}: budget not met by any of {len(args.candidates)} candidates; "
+        count = len(args.candidates) + len(selection.get("skipped", []))
+        raise GateError(f"{args.profile_source}: budget not met by any of {count} candidates; "
                         f"{closest_miss(selection)}; see {args.out_md.as_posix()}")
     return selection
 
@@ -250,9 +305,12 @@ STAGE = Stage("select", SelectArgs, build, modules=("measure.budget", "params"),
 
 
 def declare(g: "Graph", target: str, profile_source: str, budget: Budget, candidates: list[str],
-            on_device_only: list[str], report_json: Path, tdir: Path) -> Path:
+            on_device_only: list[str], report_json: Path, tdir: Path, screen_jsons: list[Path] = (),
+            space: list[str] = (), ranking: Path | None = None) -> Path:
     args = SelectArgs(target=target, profile_source=profile_source, budget=budget, candidates=tuple(candidates),
                       on_device_only=tuple(on_device_only), report_json=report_json, out_json=tdir / "selection.json",
-                      out_md=tdir / "selection.md", out_png=tdir / "selection.png")
-    g.stage(STAGE, [args.out_json, args.out_md, args.out_png], [report_json], args)
+                      out_md=tdir / "selection.md", out_png=tdir / "selection.png", screen_jsons=tuple(screen_jsons),
+                      space=tuple(space) if screen_jsons else (), ranking=ranking)
+    g.stage(STAGE, [args.out_json, args.out_md, args.out_png], [report_json] + list(screen_jsons)
+            + ([ranking] if ranking else []), args)
     return args.out_json

@@ -33,6 +33,7 @@ from recipes.models import finetune
 from recipes.package import archive, bundle, stubs
 from recipes.wiring.profile import ArtifactSpec, Profile, runtime_of
 from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
+from recipes.wiring.search import CandidateShape, check_space
 from recipes.wiring.signature import canonical_json, short_hash, to_plain
 from recipes.wiring.stage import Stage
 from recipes.wiring.stage_table import module_files
@@ -74,6 +75,24 @@ class Model:
         return self.dir / "tokenizer.json"
 
 
+@dataclass(frozen=True)
+class SearchPhase:
+    """Where a [search] profile's build stands (recipes/wiring/sconsutil.py runs the phases):
+    name "screen" or "select" for the first two; "" for the last (or for a profile with no search).
+    `kept`: the candidates screening kept (None: not screened, or not known in a dry run);
+    `winner`: the selected candidate, which is all the bundle of a search ships."""
+    name: str = ""
+    kept: frozenset[str] | None = None
+    winner: str | None = None
+    # The screening rounds, as (tag, candidate names): one round "all" of every candidate, or Optuna's
+    # rounds of a space larger than search.max_candidates (recipes/wiring/search_optuna.py).
+    rounds: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # In a nested "screen" run: the round it screens.
+    round: str = ""
+    # The candidates the accuracy screening on an eval subset kept (None: it did not run, or not known yet).
+    ranked: frozenset[str] | None = None
+
+
 @dataclass
 class Built:
     """One artifact of a target: what runners open and what the bundle ships."""
@@ -90,6 +109,13 @@ class Built:
     note: str = ""                   # for the report: what was measured, when not the artifact itself
     engine: dict[str, Any] | None = None  # stub context for TensorRT artifacts
     details: Path | None = None      # the making stage's JSON record, summarised in the report
+
+
+def accuracy_screened(profile: Profile) -> bool:
+    """Whether a search's trained candidates are screened on an eval subset first: only against an accuracy
+    or agreement budget (recipes/measure/accuracy_screen.py)."""
+    limits = profile.budget.limits() if profile.budget is not None else {}
+    return bool(profile.search and profile.search.accuracy_screen > 0 and ({"accuracy_ratio", "agreement"} & limits.keys()))
 
 
 def build_host() -> dict[str, Any]:
@@ -295,22 +321,52 @@ class Graph:
             raise ProfileError(f"{profile.source}: shapes.sequence.max = {profile.shapes.sequence.max} exceeds the model's "
                                f"max_position_embeddings ({self.max_positions}) in {self.info.root / 'config.json'}")
 
-    def target(self, profile: Profile) -> list:
+    def target(self, profile: Profile, phase: SearchPhase | None = None) -> list:
+        """The target's nodes. A [search] profile is declared in phases (recipes/wiring/sconsutil.py):
+        "screen" stops at the screening of random-weight stand-ins; "select" builds the candidates that
+        screening kept, measures them and selects; the last phase also packages the winner."""
         self.check_fits_model(profile)
         self.profile = profile
         inputs, tdir = self.inputs, self.build / profile.name
         max_length = profile.shapes.sequence.max
+        phase = phase or SearchPhase()
 
         # data -> teacher
         self.data_dir = data_stage.declare(self, inputs.data, inputs.eval_data, inputs.data_params)
         teacher_dir, teacher_files = finetune.declare(self, inputs, self.data_dir, profile.stages.finetune)
         teacher = Model(teacher_dir, [f for f in teacher_files if f.name in ("config.json", "model.safetensors")], "teacher")
 
+        # [search]: screen every candidate's shape before anything is trained
+        screens: list[Path] = []
+        if profile.search is not None:
+            config = json.loads((self.info.root / "config.json").read_text(encoding="utf-8"))
+            check_space(profile, config.get(self.info.arch.layer_count_key))
+            if profile.search.screen:
+                rounds = phase.rounds or (("all", tuple(c.artifact for c in profile.candidates)),)
+                if phase.name == "screen":
+                    rounds = tuple(r for r in rounds if r[0] == phase.round)
+                screens = [self.screen(profile, teacher, tdir, tag, set(names)) for tag, names in rounds]
+                if phase.name == "screen":
+                    return [str(p) for p in screens]
+        searched = {c.artifact for c in profile.candidates}
+        specs = [s for s in profile.artifacts if s.name not in searched or phase.kept is None or s.name in phase.kept]
+        t_eval = evaluate.declare(self, "torch", teacher.dir, teacher.weights, teacher, max_length, None)
+        ranking = None
+        if profile.search is not None and accuracy_screened(profile):
+            ranking = tdir / "accuracy_screen.json"
+            if phase.name == "rank":
+                from recipes.measure import rank
+
+                candidates = [s for s in specs if s.name in searched]
+                ranked = [FORMATS[s.format].declare(self, s, self.model(s.model, teacher)) for s in candidates]
+                return [str(rank.declare(self, profile.budget, profile.search.accuracy_screen, ranked,
+                                         t_eval / "logits.npy", teacher.tokenizer, max_length, ranking))]
+            specs = [s for s in specs if s.name not in searched or phase.ranked is None or s.name in phase.ranked]
+
         # models -> artifacts
-        built = [FORMATS[spec.format].declare(self, spec, self.model(spec.model, teacher)) for spec in profile.artifacts]
+        built = [FORMATS[spec.format].declare(self, spec, self.model(spec.model, teacher)) for spec in specs]
 
         # measure: accuracy per artifact, latency side by side, peak memory, the report and its gates
-        t_eval = evaluate.declare(self, "torch", teacher.dir, teacher.weights, teacher, max_length, None)
         evals = {b.spec.name: evaluate.declare(self, b.runner, b.path, b.files, teacher, max_length, t_eval / "logits.npy")
                  for b in built}
         timed = [TimedArtifact("teacher", "torch", teacher.dir, self.input_names)]
@@ -319,23 +375,69 @@ class Graph:
         lat = latency.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "latency.json")
         mem = memory.declare(self, timed, files, teacher.tokenizer, profile.evaluate, tdir / "memory.json")
         report_nodes = self.report(profile, teacher, t_eval, built, evals, lat, mem, tdir)
-        selection = self.select(profile, built, tdir) if profile.budget is not None else None
+        selection = self.select(profile, built, tdir, screens, ranking) if profile.budget is not None else None
+        if phase.name == "select":
+            return report_nodes + [str(selection)]
 
-        # package: stubs, bundle, archive
+        # package: stubs, bundle, archive (a search ships its winner)
+        if profile.search is not None and phase.winner is not None:
+            built = [b for b in built if b.spec.name == phase.winner]
         return report_nodes + self.package(profile, teacher, teacher_files, built, tdir, selection)
+
+    def screen(self, profile: Profile, teacher: Model, tdir: Path, tag: str, names: set[str]) -> Path:
+        """The random-weight stand-ins of the search candidates in `names` (one screening round, `tag`), built
+        in their formats and measured side by side (the same format, latency and memory stages as the real
+        candidates), then held to the budget."""
+        from recipes.measure import screen as screen_stage
+        from recipes.models import random_init
+
+        # The teacher is trained already (every candidate starts from it): its candidates are screened as
+        # themselves, and the artifacts built for screening are the ones the next phase measures.
+        stand_ins: dict[Any, Model] = {CandidateShape(): teacher}
+        timed, files, screened = [], [], []
+        for c in profile.candidates:
+            if c.artifact not in names:
+                continue
+            if c.shape not in stand_ins:
+                stand_ins[c.shape] = random_init.declare(self, teacher, c.shape)
+            spec = profile.artifact(c.artifact)
+            b = FORMATS[spec.format].declare(self, spec, stand_ins[c.shape])
+            name = c.artifact if stand_ins[c.shape] is teacher else f"stand-in {c.artifact}"
+            timed.append(TimedArtifact(name, b.runner, b.path, self.input_names))
+            files += b.files
+            # What the report counts as the artifact's size (recipes/measure/evaluate.py's declare).
+            sized = [f for f in b.files if f.name in ("model.safetensors", "model.onnx", "model.xml", "model.bin")] or b.files
+            on_device_only = profile.device.accelerator != "none" or runtime_of(spec.format) not in report.CPU_RUNTIMES
+            screened.append(screen_stage.ScreenedCandidate(c.artifact, c.model, name, stand_ins[c.shape].weights[1],
+                                                           tuple(sized), on_device_only))
+        params, limits = profile.evaluate, profile.budget.limits()
+        # Only what the budget limits, or minimises, is measured (size needs no stage of its own).
+        measures = set(limits) | {budget_stage.OBJECTIVE_MEASURE[profile.budget.objective]}
+        where = tdir / "screen" / tag
+        lat = (latency.declare(self, timed, files, teacher.tokenizer, params, where / "latency.json")
+               if {"latency_b1_ms", "latency_bmax_ms"} & measures else None)
+        mem = (memory.declare(self, timed, files, teacher.tokenizer, params, where / "memory.json")
+               if "peak_memory_mb" in measures else None)
+        args = screen_stage.ScreenArgs(budget=profile.budget, slack=profile.search.screen_slack, candidates=tuple(screened),
+                                       latency_json=lat, memory_json=mem, largest_batch=max(params.batch_sizes),
+                                       out_json=tdir / "screen.json" if tag == "all" else where / "screen.json")
+        return screen_stage.declare(self, args, [p for c in screened for p in c.size_paths])
 
     def shipped(self, profile: Profile, built: list[Built]) -> list[Built]:
         return [b for b in built if not profile.bundle.artifacts or b.spec.name in profile.bundle.artifacts]
 
-    def select(self, profile: Profile, built: list[Built], tdir: Path) -> Path:
-        """The [budget]'s choice among the artifacts that ship (recipes/measure/budget.py)."""
+    def select(self, profile: Profile, built: list[Built], tdir: Path, screens: list[Path] = (),
+               ranking: Path | None = None) -> Path:
+        """The [budget]'s choice among the artifacts that ship (recipes/measure/budget.py); with a [search],
+        among the candidates screening kept (those it skipped are listed with the reason)."""
         candidates = self.shipped(profile, built)
         # Latency and memory are measured on the build host's CPU; for a GPU device, or a runtime that is not
         # a CPU runtime (TensorRT), the report's figures are a stand-in, so those budgets stay unchecked.
         on_device_only = [b.spec.name for b in candidates
                           if profile.device.accelerator != "none" or runtime_of(b.spec.format) not in report.CPU_RUNTIMES]
         return budget_stage.declare(self, profile.name, profile.source, profile.budget, [b.spec.name for b in candidates],
-                                    on_device_only, tdir / "report.json", tdir)
+                                    on_device_only, tdir / "report.json", tdir, list(screens),
+                                    [c.artifact for c in profile.candidates], ranking)
 
     def report(self, profile: Profile, teacher: Model, t_eval: Path, built: list[Built], evals: dict[str, Path],
                lat: Path, mem: Path, tdir: Path) -> list:

@@ -26,13 +26,13 @@ from recipes.formats.tensorrt_engine import EngineParams
 from recipes.measure.budget import Budget, budget_names
 from recipes.measure.latency import EvaluateParams
 from recipes.measure.report import Gates
-from recipes.models.distill import DistillParams
+from recipes.models.distill import MAX_LAYERS, DistillParams
 from recipes.models.finetune import FinetuneParams
 from recipes.models.prune import FfnPrune, HeadPrune, MagnitudePrune, MovementPrune
 from recipes.models.training import TrainParams
 from recipes.package.bundle import BundleParams
 from recipes.package.stubs import StubParams
-from recipes.params import MAX_BATCH, MAX_SEQUENCE, bounded
+from recipes.params import MAX_BATCH, MAX_SAMPLES, MAX_SEQUENCE, bounded
 from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
 from recipes.wiring.schema import Loader
 from recipes.wiring.stage import tagged
@@ -121,6 +121,45 @@ ArtifactSpec = _artifact_spec()
 
 
 @dataclass(frozen=True)
+class SearchSpace:
+    """The profile's [search] table: a space of candidate models and formats, expanded into ordinary
+    [[models]] and [[artifacts]] (recipes/wiring/search.py); the [budget] chooses among them."""
+    # Distilled students: how many of the teacher's layers each keeps (evenly spread, as distill does).
+    student_layers: tuple[int, ...] = bounded((), min=1, max=MAX_LAYERS)
+    # FFN pruning: the share of FFN neurons each candidate keeps.
+    ffn_keep_ratios: tuple[float, ...] = bounded((), min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
+    # Head pruning: the share of all attention heads each candidate removes.
+    head_fractions: tuple[float, ...] = bounded((), min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
+    # Prune the students too (student > prune > recover), not only the teacher.
+    chains: bool = True
+    # The fine-tuned teacher itself is a candidate model.
+    include_teacher: bool = True
+    # How students are distilled (`layers` is set per candidate) and pruned models recovered.
+    distill: DistillParams = DistillParams()
+    recover: TrainParams = TrainParams()
+    # Train examples that score FFN neurons and heads before they are removed.
+    prune_samples: int = bounded(256, min=1, max=MAX_SAMPLES)
+    # The formats and quantizers this device allows: [[search.artifacts]] tables like [[artifacts]] without
+    # `model`; each candidate model is built in each, named <model>-<artifact name>.
+    artifacts: tuple[ArtifactSpec, ...] = ()
+    # Measure latency, size and peak memory on random-weight models of each candidate's shape before
+    # anything is distilled or recovered, and never train a candidate that cannot meet those budgets.
+    screen: bool = True
+    # Screening skips a candidate only when its stand-in misses a latency or memory budget by more than
+    # this share (timing noise); size is held exactly.
+    screen_slack: float = bounded(0.1, min=0.0, max=10.0)
+    # Share of the eval split every trained candidate is first evaluated on; one that cannot meet the budget's
+    # accuracy_ratio or agreement even at the optimistic end of that estimate is dropped before its full
+    # evaluation and measurement (recipes/measure/accuracy_screen.py). 0 turns this rung off.
+    accuracy_screen: float = bounded(0.25, min=0.0, max=1.0)
+    # A space of more candidates than this is not screened whole: Optuna proposes which to screen, in rounds
+    # of trials_per_round, until this many have been (recipes/wiring/search_optuna.py). Seeded by `seed`.
+    max_candidates: Optional[int] = bounded(None, min=1, max=100_000)
+    trials_per_round: int = bounded(4, min=1, max=1000)
+    seed: int = bounded(0, min=0, max=2**31 - 1)
+
+
+@dataclass(frozen=True)
 class Stages:
     finetune: FinetuneParams = FinetuneParams()
     export: ExportParams = ExportParams()
@@ -131,7 +170,8 @@ class Profile:
     device: Device
     runtimes: tuple[Runtime, ...]
     shapes: Shapes
-    artifacts: tuple[ArtifactSpec, ...]
+    # Required unless a [search] generates them (check_consistency says so in one line).
+    artifacts: tuple[ArtifactSpec, ...] = ()
     models: tuple[ModelSpec, ...] = ()
     stages: Stages = Stages()
     gates: Gates = Gates()
@@ -143,7 +183,11 @@ class Profile:
     bundle: BundleParams = BundleParams()
     # The device's budget: the build ships the cheapest artifact that meets it (recipes/measure/budget.py).
     budget: Optional[Budget] = None
+    # A space of candidates for the budget to choose from (recipes/wiring/search.py).
+    search: Optional[SearchSpace] = None
     # Filled in by the loader, not by the TOML file.
+    # The [search] space's candidates (search.Candidate), in the order its artifacts were added.
+    candidates: tuple = field(default=(), metadata={"internal": True})
     name: str = field(default="", metadata={"internal": True})
     source: str = field(default="", metadata={"internal": True})
 
@@ -183,13 +227,19 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
             raise bad(f"device.cpu_features[{i}]", f" = {feature!r} is not a {p.device.arch} feature edgesmith knows; "
                       f"use the kernel's names: {', '.join(known)}")
     names = [a.name for a in p.artifacts]
-    if not names:
-        raise bad("artifacts", ": the profile builds nothing; add at least one [[artifacts]] table")
-    for i, spec in enumerate(p.artifacts):
-        key = f"artifacts[{i}]"
+    if not names and p.search is None:
+        raise bad("artifacts", ": the profile builds nothing; add at least one [[artifacts]] table (or a [search])")
+    if p.search is not None:
+        from recipes.wiring.search import check_space
+
+        check_space(p)
+    templates = list(p.search.artifacts) if p.search is not None else []
+    listed = [(f"artifacts[{i}]", spec, names[:i]) for i, spec in enumerate(p.artifacts)]
+    listed += [(f"search.artifacts[{i}]", spec, [t.name for t in templates[:i]]) for i, spec in enumerate(templates)]
+    for key, spec, earlier in listed:
         if not spec.name.replace("_", "").replace("-", "").isalnum() or spec.name in ("teacher",):
             raise bad(f"{key}.name", f" = {spec.name!r}: use letters, digits, '_' or '-' (and not 'teacher')")
-        if spec.name in names[:i]:
+        if spec.name in earlier:
             raise bad(f"{key}.name", f" = {spec.name!r} is used twice; artifact names must be unique")
         models = ["teacher"] + [m.name for m in p.models]
         if spec.model not in models:
@@ -230,6 +280,9 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
             raise bad(f"{key}.format", " = 'tensorrt' needs a GPU; device.accelerator is 'none'")
         if spec.precision in ("fp16", "nf4") and spec.format != "onnx" and p.device.accelerator == "none":
             raise bad(f"{key}.precision", f" = {spec.precision!r} needs a GPU for {spec.format}; device.accelerator is 'none'")
+    if p.search is not None and (p.bundle.artifacts or p.bundle.fallback):
+        raise bad("bundle.artifacts" if p.bundle.artifacts else "bundle.fallback",
+                  ": with a [search], the bundle ships the candidate that wins the budget; remove this key")
     for i, shipped in enumerate(p.bundle.artifacts):
         if shipped not in names:
             raise bad(f"bundle.artifacts[{i}]", f" = {shipped!r} is not an artifact; use one of {', '.join(map(repr, names))}")
@@ -373,7 +426,13 @@ def resolve(p: Profile) -> Profile:
     """Fill in defaults that follow other keys, so every stage gets its parameters resolved and explicit.
 
     Pruning scores (movement pruning: trains on) examples at stages.finetune.max_length unless it says otherwise.
+    A [search] space becomes [[models]] and [[artifacts]] entries after the profile's own (recipes/wiring/search.py).
     """
+    if p.search is not None:
+        from recipes.wiring.search import expand
+
+        models, artifacts, candidates = expand(p)
+        p = dataclasses.replace(p, models=p.models + models, artifacts=p.artifacts + artifacts, candidates=candidates)
     models = []
     for m in p.models:
         if isinstance(m.prune, (HeadPrune, FfnPrune, MovementPrune)) and m.prune.max_length is None:

@@ -27,7 +27,10 @@ import threading
 
 # Stages whose build() imports no ML framework: the server's preload would only slow them down. Named here,
 # not as a Stage field: stage.py is in every stage's signature, so a field there would rebuild every stage.
-PLAIN = frozenset({"data", "report", "select", "stub", "bundle", "archive"})
+PLAIN = frozenset({"data", "report", "select", "screen", "rank", "stub", "bundle", "archive"})
+
+# popen_forkserver's exit code when it cannot read the child's status from the server.
+LOST_SERVER = 255
 
 _context = None
 _context_lock = threading.Lock()
@@ -62,6 +65,14 @@ def run(spec: dict, root: str, env: dict, error_file: str) -> int:
     proc = ctx.Process(target=forked_stage, args=(json.dumps(spec), root, error_file), name=f"stage-{spec['stage']}")
     proc.start()
     proc.join()
+    if proc.exitcode == LOST_SERVER and not os.path.getsize(error_file):
+        # multiprocessing reports 255 when the connection to the forkserver breaks (the server process died,
+        # under memory pressure for one): the stage's own outcome is unknown, and it writes atomically, so it
+        # runs again in a plain child rather than fail the build on the preloading server's account.
+        print(f"edgesmith: the stage server was lost while running {spec['stage']}; running it again in a fresh "
+              "process", file=sys.stderr, flush=True)
+        return subprocess.run([sys.executable, "-m", "recipes.wiring.stage_runner"], input=json.dumps(spec).encode(),
+                              cwd=root, env=env).returncode
     return proc.exitcode
 
 
