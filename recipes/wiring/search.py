@@ -50,32 +50,32 @@ def expand(profile: Any) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Candid
 
     space = profile.search
     src = profile.source
-    bases: list[tuple[str, CandidateShape, Optional[str]]] = []  # (model name, shape, base of its ModelSpec)
+    bases: list[tuple[str, CandidateShape]] = []  # every candidate model, with the shape it will have
     models: list[Any] = []
     if space.include_teacher:
-        bases.append(("teacher", CandidateShape(), None))
+        bases.append(("teacher", CandidateShape()))
     students = []
     for layers in space.student_layers:
         name = f"student{layers}"
         distill = dataclasses.replace(space.distill, layers=layers, layer_ids=())
         models.append(ModelSpec(name=name, base="teacher", distill=distill))
         students.append((name, CandidateShape(layers=layers)))
-    bases += [(n, s, "teacher") for n, s in students]
+    bases += students
     for base_name, base_shape in [("teacher", CandidateShape())] + (students if space.chains else []):
         prefix = "" if base_name == "teacher" else base_name + "-"
         for keep in space.ffn_keep_ratios:
             name = f"{prefix}ffn{percent(keep)}"
             prune = FfnPrune(method="ffn", keep_ratio=keep, samples=space.prune_samples, max_length=space.recover.max_length)
             models.append(ModelSpec(name=name, base=base_name, prune=prune, recover=space.recover))
-            bases.append((name, dataclasses.replace(base_shape, ffn_keep_ratio=keep), base_name))
+            bases.append((name, dataclasses.replace(base_shape, ffn_keep_ratio=keep)))
         for fraction in space.head_fractions:
             name = f"{prefix}heads{percent(fraction)}"
             prune = HeadPrune(method="heads", fraction=fraction, samples=space.prune_samples,
                               max_length=space.recover.max_length)
             models.append(ModelSpec(name=name, base=base_name, prune=prune, recover=space.recover))
-            bases.append((name, dataclasses.replace(base_shape, head_fraction=fraction), base_name))
+            bases.append((name, dataclasses.replace(base_shape, head_fraction=fraction)))
     artifacts, candidates = [], []
-    for model_name, shape, _ in bases:
+    for model_name, shape in bases:
         for template in space.artifacts:
             name = f"{model_name}-{template.name}"
             artifacts.append(dataclasses.replace(template, name=name, model=model_name))
