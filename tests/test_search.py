@@ -238,16 +238,21 @@ def test_a_skipped_candidate_never_trains_and_a_widened_space_builds_only_the_ne
     assert [a["name"] for a in manifest["artifacts"]] == ["student1-int8"] and manifest["default_artifact"] == "student1-int8"
     assert "Skipped on their random-weight stand-ins" in (project / "build" / "tiny_search" / "selection.md").read_text()
 
-    # Widening the space (the student pruned too) trains only the new candidate's model: no fine-tuning, no distilling.
-    profile.write_text(profile.read_text().replace("chains = false", "chains = true"))
+    # Widening the space (a smaller FFN keep ratio) builds only the new candidates' stand-ins: they miss the size
+    # budget too, so nothing is trained, and no stage of the earlier candidates runs again (the screening and the
+    # selection, which read every candidate, do). Chains are expanded and tested on values above; training a new
+    # candidate without retraining the others is test_compression_build's rebuild test.
+    profile.write_text(profile.read_text().replace("ffn_keep_ratios = [0.5]", "ffn_keep_ratios = [0.5, 0.25]"))
     proc = scons(project, "-j2", *args, timeout=900)
     run = stages_run(proc)
-    trained = [t.split("/")[2].split("-")[0] for s, t in run if s in ("finetune", "distill", "prune")]
-    assert sorted(trained) == ["prune", "recover"], run
-    assert [s for s, _ in run].count("shape") == 1
+    assert [s for s, _ in run].count("shape") == 1, run
+    assert not {s for s, _ in run} & {"finetune", "distill", "prune", "recover", "quick_eval", "evaluate", "latency",
+                                      "memory"}, run
+    assert {s for s, _ in run} >= {"export", "quantize", "screen", "select"}, run
     selection = json.loads((project / "build" / "tiny_search" / "selection.json").read_text())
-    assert selection["search"]["models_trained"] == ["student1", "student1-ffn50"]
-    assert selection["winner"] in ("student1-int8", "student1-ffn50-int8")
+    assert selection["search"]["models_never_trained"] == ["ffn25", "ffn50"]
+    assert selection["search"]["models_trained"] == ["student1"] and selection["winner"] == "student1-int8"
+    assert {"ffn25-fp32", "ffn25-int8"} <= {c["name"] for c in selection["skipped"]}
 
     # Nothing changed: every phase is up to date, and nothing runs.
     proc = scons(project, *args)
