@@ -220,6 +220,17 @@ def test_clean_builds_are_byte_identical_and_cache_restores(built, tmp_path):
     assert tar.read_bytes() == base_tar.read_bytes()
 
 
+def test_a_second_clone_with_the_teams_cache_builds_nothing_and_gets_the_same_bytes(tiny_built, tmp_path):
+    """cache=DIR on a shared filesystem (README: Sharing a build cache): a teammate's fresh clone, in another
+    directory, takes every stage from the cache the first build filled and runs none."""
+    first, args, _, cache = tiny_built
+    second = make_project(tmp_path / "teammate")
+    proc = scons(second, "-j2", *args, f"cache={cache}", "--cache-readonly")
+    assert stages_run(proc) == [], proc.stdout
+    tarball = Path("dist") / "tiny-tiny-bert.tar.gz"
+    assert (second / tarball).read_bytes() == (first / tarball).read_bytes()
+
+
 def test_stages_started_without_the_forkserver_give_the_same_bytes(built, tmp_path):
     """EDGESMITH_FORKSERVER=0 starts every stage as a plain `python -m` child, where the session's build forked
     them from the preloaded stage server (recipes/wiring/stage_process.py). Building the static int8 model that

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from recipes.errors import StageError
 from recipes.formats.model_io import VERIFY_SHAPES, verification_inputs
+from recipes.formats.onnx_paths import strip_host_paths
 from recipes.fsutil import atomic_path, write_json
 from recipes.params import MAX_BATCH, MAX_SEQUENCE, bounded
 from recipes.wiring.stage import Stage
@@ -83,6 +84,7 @@ def export_onnx(model_dir: Path, dst: Path, report_path: Path, params: ExportPar
             optimize=True,
             verbose=False,
         )
+        strip_host_paths(tmp)
         check_opset(tmp, params.opset, dst.name)
         checks = verify(tmp, reference, input_names, vocab, params.atol, max_sequence)
     report = {"opset": params.opset, "atol": params.atol, "attention": params.attention, "checks": checks,
@@ -130,7 +132,7 @@ def build(args: ExportArgs) -> dict[str, Any]:
 
 
 STAGE = Stage("export", ExportArgs, build,
-              modules=("formats.onnx_export", "formats.model_io", "models.hf", "models.slim", "models.archs", "params"),
+              modules=("formats.onnx_export", "formats.model_io", "formats.onnx_paths", "models.hf", "models.slim", "models.archs", "params"),
               packages=("torch", "transformers", "onnx", "onnxscript", "onnxruntime"))
 
 

@@ -25,7 +25,7 @@ from recipes.measure.runners import NotMeasurable, open_runner
 from recipes.params import MAX_BATCH, MAX_SEQUENCE, MAX_THREADS, bounded
 from recipes.textenc import Encoder
 from recipes.wiring.stage import Stage
-from runtime.cpu_features import known_host_features
+from runtime.cpu_features import cpu_model_name, known_host_features, normalized_arch
 
 if TYPE_CHECKING:  # SCons-side types only; importing them would put the graph in this stage's signature
     from recipes.wiring.graph import Graph
@@ -186,6 +186,7 @@ def measure(artifacts: list[dict[str, Any]], data_dir: Path, tokenizer_json: Pat
         "processes": "one per runtime",
         "median_ms": results,
         "not_measured": pool.not_measured,
+        "measured_on": measured_on(),
     }
     write_json(dst, out)
     return out
@@ -207,6 +208,15 @@ def runner_entries(artifacts: tuple[TimedArtifact, ...]) -> list[dict[str, Any]]
 
 def build(args: LatencyArgs) -> dict[str, Any]:
     return measure(runner_entries(args.artifacts), args.data_dir, args.tokenizer_json, args.params, args.dst)
+
+
+def measured_on() -> dict[str, Any]:
+    """The machine this stage runs on: the build host, or the Ray node executor=ray sent it to (its task names
+    the node in EDGESMITH_NODE; recipes/wiring/ray_task.py). The manifest's measured_on comes from here."""
+    where = {"cpu": cpu_model_name(), "arch": normalized_arch(), "cpu_features": known_host_features()}
+    if os.environ.get("EDGESMITH_NODE"):
+        where["node"] = os.environ["EDGESMITH_NODE"]
+    return where
 
 
 STAGE = Stage("latency", LatencyArgs, build,

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from recipes.errors import StageError
 from recipes.fsutil import write_json
 from recipes.inputs.data import load_split
-from recipes.measure.latency import EvaluateParams, LatencyArgs, TimedArtifact, full_length_texts, runner_entries
+from recipes.measure.latency import (EvaluateParams, LatencyArgs, TimedArtifact, full_length_texts, measured_on,
+                                     runner_entries)
 from recipes.measure.runners import RUNTIME_MODULES, NotMeasurable, open_runner
 from recipes.textenc import Encoder
 from recipes.wiring.stage import Stage
@@ -152,7 +153,8 @@ def measure(artifacts: list[dict[str, Any]], data_dir: Path, tokenizer_json: Pat
         peak[a["name"]], baseline[a["name"]] = got["peak_mb"], got["baseline_mb"]
         methods.add(got["method"])
     out = {"batch": batch, "sequence_length": params.sequence_length, "threads": threads, "calls": CALLS,
-           "unit": "MiB", "method": sorted(methods), "peak_mb": peak, "baseline_mb": baseline, "not_measured": not_measured}
+           "unit": "MiB", "method": sorted(methods), "peak_mb": peak, "baseline_mb": baseline, "not_measured": not_measured,
+           "measured_on": measured_on()}
     write_json(dst, out)
     return out
 

@@ -283,7 +283,9 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
         "inputs": {"teacher_dir": teacher.get("model_dir"), "data_dir": teacher.get("data_dir"),
                    "teacher_eval_dir": str(Path(teacher["metrics"]).parent)},
         "latency": {k: latency[k] for k in ("threads", "sequence_length", "repeats", "warmup")},
-        "memory": {k: memory[k] for k in ("batch", "sequence_length", "threads", "method") if k in memory},
+        "memory": {k: memory[k] for k in ("batch", "sequence_length", "threads", "method", "measured_on") if k in memory},
+        # The machine latency was measured on (the build host, or the device's Ray node): the manifest's measured_on.
+        "measured_on": latency.get("measured_on"),
         "batches": batches,
         "size_reference": reference_name,
         "models": {name: {"record": _load(path), "summary": model_summary(_load(path))} for name, path in (models or {}).items()},

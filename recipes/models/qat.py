@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from recipes.errors import StageError
+from recipes.formats.onnx_paths import strip_host_paths
 from recipes.formats.qat_files import PROGRAM, QDQ_ONNX, RECORD
 from recipes.inputs.data import load_labels, load_split
 from recipes.models import teacher_logits
@@ -221,6 +222,7 @@ def export_qdq_onnx(program, dst: Path, input_names: tuple[str, ...], dims: dict
     torch.onnx.export(program, (), f=str(dst), input_names=list(input_names), output_names=["logits"],
                       dynamic_shapes=dims, opset_version=opset, dynamo=True, external_data=False, optimize=True,
                       verbose=False)
+    strip_host_paths(dst)
     ops = collections.Counter(n.op_type for n in onnx.load(str(dst)).graph.node)
     if not ops["QuantizeLinear"] or not ops["DequantizeLinear"]:
         raise StageError(f"qat: the exported {dst.name} has no QuantizeLinear/DequantizeLinear nodes; "
@@ -418,7 +420,7 @@ def write_qat_dir(model: Any, tokenizer_dir: Path, dst: Path, record: dict[str, 
 
 
 STAGE = Stage("qat", QatArgs, build,
-              modules=("models.qat", "formats.qat_files", "models.training", "models.distill", "models.model_dir", "models.teacher_logits",
+              modules=("models.qat", "formats.qat_files", "formats.onnx_paths", "models.training", "models.distill", "models.model_dir", "models.teacher_logits",
                        "inputs.checkpoint", "inputs.data", "models.hf", "models.slim", "models.archs",
                        "formats.quantize_torch", "formats.dynamic_int8", "formats.model_io", "measure.mobile_runners", "textenc", "params",
                        "runtime.tokenize"),

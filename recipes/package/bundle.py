@@ -69,7 +69,8 @@ def build_manifest(root: Path, meta: dict[str, Any], artifacts: list[dict[str, A
         "shapes": meta["shapes"],
         "default_artifact": meta["default_artifact"],
         "fallback": meta.get("fallback", []),
-        # The CPU the report's figures were measured on (accuracy and latency run on the build host).
+        # The machine the report's latency and memory were measured on: the build host, or under executor=ray
+        # the device's own node (recipes/measure/latency.py measured_on).
         "measured_on": meta.get("measured_on", {}),
         "artifacts": arts,
         "files": files,
@@ -92,6 +93,8 @@ class BundleArgs:
     # The [budget]'s selection (recipes/measure/budget.py): its winner is the default artifact, and the
     # manifest records the budget and the winner's margins.
     selection: Optional[Path] = None
+    # The report: where latency was measured (the build host, or the device's node under executor=ray).
+    report_json: Optional[Path] = None
 
 
 def chosen_by_budget(selection_json: Path) -> dict[str, Any]:
@@ -107,6 +110,12 @@ def build(args: BundleArgs) -> None:
     from recipes.formats.model_io import onnx_io
 
     meta = dict(args.meta)
+    if args.report_json is not None:
+        # The machine's kind (CPU, architecture, features), not its name: a bundle stays byte-identical whichever
+        # node of the same kind measured it; report.json and placement.json name the node.
+        measured = json.loads(args.report_json.read_text(encoding="utf-8")).get("measured_on")
+        if measured:
+            meta["measured_on"] = {k: v for k, v in measured.items() if k != "node"}
     if args.selection is not None:
         meta["selection"] = chosen_by_budget(args.selection)
         meta["default_artifact"] = meta["selection"]["winner"]
@@ -138,8 +147,9 @@ STAGE = Stage("bundle", BundleArgs, build, modules=("package.bundle", "formats.m
 def declare(g: "Graph", copies: list[tuple[Path, str]], artifacts: list[dict], io_from: Path, meta: dict,
             bundle_dir: Path, extra_sources: list[Path], selection: Path | None = None) -> list[Path]:
     """The bundle directory and its manifest; returns every file in it (the archive's sources)."""
+    report_json = next((p for p in extra_sources if p.name == "report.json"), None)
     args = BundleArgs(out_dir=bundle_dir, copies=tuple(copies), artifacts=tuple(artifacts), io_from=io_from,
-                      data_json=g.data_dir / "data.json", meta=meta, selection=selection)
+                      data_json=g.data_dir / "data.json", meta=meta, selection=selection, report_json=report_json)
     targets = [bundle_dir / rel for _, rel in copies] + [bundle_dir / "manifest.json"]
     g.stage(STAGE, targets, [p for p, _ in copies] + [g.data_dir / "data.json", io_from] + extra_sources
             + ([selection] if selection else []), args)

@@ -32,6 +32,7 @@ from recipes.measure.latency import TimedArtifact
 from recipes.models import finetune
 from recipes.package import archive, bundle, stubs
 from recipes.wiring.profile import ArtifactSpec, Profile, runtime_of
+from recipes.wiring import resources
 from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
 from recipes.wiring.search import CandidateShape, check_space
 from recipes.wiring.signature import canonical_json, short_hash, to_plain
@@ -146,6 +147,12 @@ class Graph:
         self.inputs = inputs
         self._nodes: dict[str, list] = {}
         self._ids: dict[str, str] | None = None
+        # What each stage asks of a Ray node (recipes/wiring/resources.py), by its first target: read by the
+        # SCons action, kept out of the stage spec so that where a stage runs never changes its signature.
+        self.requests: dict[str, dict] = {}
+        env["EDGESMITH_REQUESTS"] = self.requests
+        # (stage name, first target) of every stage each profile uses, for build/<target>/placement.json.
+        self.stages_of: dict[str, list[tuple[str, str]]] = {}
         # Set by `target` for the profile being declared; stage modules read them.
         self.profile: Profile | None = None
         self.data_dir: Path | None = None
@@ -189,6 +196,10 @@ class Graph:
         `signature`: facts that shape the output but are not arguments (a GPU's compute capability).
         """
         key = str(targets[0])
+        if self.profile is not None:
+            used = self.stages_of.setdefault(self.profile.name, [])
+            if (stage.name, self.rel(targets[0])) not in used:
+                used.append((stage.name, self.rel(targets[0])))
         if key in self._nodes:
             return self._nodes[key]
         module = stage.build.__module__.removeprefix("recipes.")
@@ -206,6 +217,9 @@ class Graph:
         value = self.env.Value(canonical_json(spec))
         nodes = self.env.EdgesmithStage(target=[str(t) for t in targets], source=[value] + [str(s) for s in sources])
         self.env.Depends(nodes, [str(self.root / f) for f in module_files(stage)])
+        if self.profile is not None:
+            self.requests[self.rel(targets[0])] = resources.request(self.profile.resources, stage.name,
+                                                                    self.profile.device.name)
         self._nodes[key] = nodes
         return nodes
 

@@ -34,6 +34,7 @@ from recipes.package.bundle import BundleParams
 from recipes.package.stubs import StubParams
 from recipes.params import MAX_BATCH, MAX_SAMPLES, MAX_SEQUENCE, bounded
 from recipes.wiring.registry import ARTIFACT_OPTIONS, FORMATS, MODEL_STEPS
+from recipes.wiring.resources import Resources, check as check_resources
 from recipes.wiring.schema import Loader
 from recipes.wiring.stage import tagged
 from runtime.cpu_features import KNOWN_FEATURES
@@ -185,6 +186,8 @@ class Profile:
     budget: Optional[Budget] = None
     # A space of candidates for the budget to choose from (recipes/wiring/search.py).
     search: Optional[SearchSpace] = None
+    # What each stage asks of a node under executor=ray (recipes/wiring/resources.py).
+    resources: Resources = Resources()
     # Filled in by the loader, not by the TOML file.
     # The [search] space's candidates (search.Candidate), in the order its artifacts were added.
     candidates: tuple = field(default=(), metadata={"internal": True})
@@ -217,6 +220,7 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
     def bad(key: str, message: str) -> ProfileError:
         return ProfileError(f"{src}: {key}{message}")
 
+    check_resources(p.resources, src)
     for key, rng in (("shapes.batch", p.shapes.batch), ("shapes.sequence", p.shapes.sequence)):
         if not 1 <= rng.min <= rng.opt <= rng.max:
             raise bad(key, f" = {{min={rng.min}, opt={rng.opt}, max={rng.max}}}: need 1 <= min <= opt <= max")

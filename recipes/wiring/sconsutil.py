@@ -137,6 +137,7 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
     )
     inputs = Inputs(model=info, data=data, eval_data=eval_data, data_params=params, git_revision=git_revision(root))
     graph = Graph(env, root, inputs)
+    env["EDGESMITH_STAGES_OF"] = graph.stages_of
     phase, screening_round = env.get("edgesmith_phase", ""), env.get("edgesmith_round", "")
     searching = [prof for prof in loaded if prof.search is not None]
     if phase:  # a nested run of one search phase: only the search profiles, up to that phase
@@ -150,6 +151,24 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
         return search_state(root, prof, "") if prof.search and not options.get("clean") else None
 
     return [env.Alias(prof.name, graph.target(prof, final(prof))) for prof in loaded]
+
+
+def record_placement_at_exit(root: Path, env) -> None:
+    """When SCons exits: cancel Ray tasks still in flight (Ctrl-C, a failure elsewhere without -k), and write
+    build/<target>/placement.json for each target whose stages this run declared (recipes/wiring/placement.py)."""
+    import atexit
+
+    def at_exit():
+        if env["EDGESMITH_EXECUTION"]["executor"] == "ray":
+            from recipes.wiring import ray_executor
+
+            ray_executor.cancel_inflight()
+        from recipes.wiring import placement
+
+        for name, stages in env.get("EDGESMITH_STAGES_OF", {}).items():
+            placement.write(str(root), root / "build" / name, stages)
+
+    atexit.register(at_exit)
 
 
 class PhaseFailed(Exception):

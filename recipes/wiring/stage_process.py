@@ -14,16 +14,21 @@ Stages that import none of them (data, report, select, stubs, bundle, archive) s
 server. Set EDGESMITH_FORKSERVER=0 to start every stage that way (or where the platform has no
 forkserver).
 
-This module decides how a stage runs, not what it computes, so it is not in any stage's signature.
+With `executor=ray` (recipes/wiring/ray_executor.py) the stage runs on a Ray node instead, which starts it
+there through this same `run`. Either way `execute` records where it ran (recipes/wiring/placement.py).
+
+This module decides how and where a stage runs, not what it computes, so it is not in any stage's signature.
 Nothing here imports a heavy library: it runs inside SCons.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 # Stages whose build() imports no ML framework: the server's preload would only slow them down. Named here,
 # not as a Stage field: stage.py is in every stage's signature, so a field there would rebuild every stage.
@@ -50,6 +55,33 @@ def _forkserver():
                 ctx.set_forkserver_preload(["recipes.wiring.stage_preload"])
                 _context = ctx
         return _context or None
+
+
+def execute(spec: dict, root: str, env: dict, error_file: str, *, targets: list[str], sources: list[str],
+            externals: list[str], execution: dict) -> int:
+    """Run the stage where `execution` says (executor "local" or "ray", the Ray address, the stage's resource
+    request) and record where it ran; its exit code. SCons's action (scons_tools/edgesmith_stage.py) calls this."""
+    started = time.time()
+    where: dict = {}
+    returncode = None
+    if execution.get("executor") == "ray":
+        from recipes.wiring import ray_executor
+
+        returncode, where = ray_executor.run(spec, root, error_file, targets, sources, externals,
+                                             execution.get("request") or {}, execution.get("ray_address", ""))
+    if returncode is None:
+        returncode = run(spec, root, env, error_file)
+        where = {"executor": "local", "hostname": socket.gethostname(), "node_id": "",
+                 "device_resource": "", "versions": spec.get("versions", {}),
+                 "timing_s": {"total": round(time.time() - started, 3)},
+                 **({"note": "device-bound; no node of the Ray cluster offers "
+                             f"{execution['request']['device']}, so it ran on this host"}
+                    if execution.get("executor") == "ray" else {})}
+    if returncode == 0:
+        from recipes.wiring import placement
+
+        placement.record(root, spec, targets, where)
+    return returncode
 
 
 def run(spec: dict, root: str, env: dict, error_file: str) -> int:

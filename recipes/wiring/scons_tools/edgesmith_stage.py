@@ -112,14 +112,20 @@ def run_stage(target, source, env):
     _remove(stamp)
     for node in target:
         _remove(node.get_abspath())
-    spec["args"] = _resolve(spec["args"], env.get("EDGESMITH_EXTERNALS", []))
+    externals = env.get("EDGESMITH_EXTERNALS", [])
+    spec["args"] = _resolve(spec["args"], externals)
     fd, error_file = tempfile.mkstemp(prefix="edgesmith-error-", suffix=".txt")
     os.close(fd)
     child_env = dict(os.environ)
     child_env["PYTHONPATH"] = root + os.pathsep + child_env.get("PYTHONPATH", "")
     child_env["EDGESMITH_ERROR_FILE"] = error_file
     try:
-        returncode = stage_process.run(spec, root, child_env, error_file)
+        # Where it runs (this host, or a Ray node) is not part of the signature: see recipes/wiring/resources.py.
+        execution = dict(env.get("EDGESMITH_EXECUTION", {}))
+        execution["request"] = env.get("EDGESMITH_REQUESTS", {}).get(target[0].get_internal_path(), {})
+        returncode = stage_process.execute(spec, root, child_env, error_file, targets=[t.get_abspath() for t in target],
+                                           sources=[s.get_abspath() for s in source[1:]], externals=list(externals),
+                                           execution=execution)
         with open(error_file, encoding="utf-8") as fh:
             message = fh.read().strip()
     finally:

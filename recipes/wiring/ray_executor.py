@@ -1,0 +1,313 @@
+"""`executor=ray`: each stage SCons runs becomes a Ray task; SCons stays the graph engine.
+
+Signatures, cache=DIR, early cut-off and the stamps are SCons's, exactly as with the local executor: this
+module only replaces "start a child process here" by "run it on a node" (recipes/wiring/ray_task.py is the
+node's side). `-j N` is N tasks in flight, one per SCons job thread. The cluster is contacted when the first
+stage has to run, never while the build files are read, so a no-op build neither starts nor joins one.
+
+What travels, since no filesystem is shared:
+- code: Ray's runtime_env working directory (the checkout without build/, dist/, .venv, .git, tests/, bench/);
+- inputs: each source file's bytes, put once into the object store under its sha256 by a detached actor
+  (`edgesmith-blobs-1`) that owns them, so a file is sent once per cluster, across builds and clones;
+- outputs: their bytes come back as the task's result and are written here atomically (temp file, rename).
+
+A stage whose resource request no node can satisfy fails in one line instead of waiting forever; a
+device-bound stage whose `device:<name>` no node offers runs here, as without Ray, and says so once.
+A worker killed mid-stage is retried by Ray (max_retries); Ctrl-C cancels the tasks in flight.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+# Ray retries a task whose worker process died (killed, OOM) this many times; a stage's own failure is not retried.
+MAX_RETRIES = 3
+POLL_S = 0.5
+# Versioned: a detached actor of an older edgesmith may still run with other methods.
+BLOB_INDEX = "edgesmith-blobs-1"
+NAMESPACE = "edgesmith"
+# Never uploaded as code: build outputs, caches, environments, and what only the build host needs.
+EXCLUDES = ["build/", "dist/", ".venv/", "venv/", ".git/", "tests/", "bench/", "**/__pycache__/", "*.egg-info/",
+            ".pytest_cache/", ".sconsign.dblite"]
+
+
+class ClusterError(Exception):
+    """A one-line problem with the cluster itself (unreachable, no node fits); the stage shows it."""
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connected_to: str | None = None
+        self.index = None
+        self.remote = None
+        self.inflight: set = set()
+        self.hashes: dict[tuple[str, int, int], str] = {}
+        self.blob_locks: dict[str, threading.Lock] = {}
+        self.warned_devices: set[str] = set()
+
+
+_state = _State()
+
+
+def _reachable(address: str) -> None:
+    """Fail in one line, at once, when nothing listens at `address` (Ray itself retries for a long time)."""
+    if address in ("", "auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except ValueError:
+        raise ClusterError(f"ray_address={address}: not HOST:PORT; give the head's GCS address, e.g. "
+                           "ray_address=127.0.0.1:6379") from None
+    except OSError as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); start its head with "
+                           f"`ray start --head`, or fix ray_address= / RAY_ADDRESS") from None
+
+
+def connect(address: str, root: str):
+    """ray, connected to the cluster at `address` ("" = Ray's own RAY_ADDRESS convention, else a new local
+    instance on 127.0.0.1) with the checkout's code as the working directory. Once per SCons run."""
+    with _state.lock:
+        if _state.connected_to is not None:
+            import ray
+
+            return ray
+        address = address or os.environ.get("RAY_ADDRESS", "")
+        _reachable(address)
+        import logging
+
+        import ray
+
+        from recipes.wiring import ray_task
+
+        kwargs: dict[str, Any] = {} if address else {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
+        try:
+            ray.init(address=address or None, namespace=NAMESPACE, logging_level=logging.WARNING,
+                     log_to_driver=True, configure_logging=True,
+                     runtime_env={"working_dir": root, "excludes": EXCLUDES}, **kwargs)
+        except (ConnectionError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ClusterError(f"cannot join the Ray cluster at {address or 'a new local instance'}: {first}") from None
+
+        @ray.remote(num_cpus=0)
+        class BlobIndex:
+            """sha256 -> [ObjectRef]: which input files the cluster already holds (the refs it owns keep them)."""
+            def __init__(self):
+                self.refs = {}
+
+            def lookup(self, keys):
+                return {k: self.refs[k] for k in keys if k in self.refs}
+
+            def store(self, key, data):
+                # Put here, so this detached actor owns the object and it outlives the build that sent it
+                # (ray.put's _owner= was removed in Ray 2.56).
+                if key not in self.refs:
+                    self.refs[key] = [ray.put(data)]
+                return {key: self.refs[key]}
+
+        _state.index = BlobIndex.options(name=BLOB_INDEX, namespace=NAMESPACE, lifetime="detached",
+                                         get_if_exists=True).remote()
+        _state.remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(ray_task.run_stage)
+        _state.connected_to = address or "local"
+        return ray
+
+
+def _sha256(path: str) -> str:
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _state.hashes:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _state.hashes[key] = h.hexdigest()
+    return _state.hashes[key]
+
+
+def _blobs(ray, paths: dict[str, str]) -> dict[str, list]:
+    """scratch path -> [ObjectRef] for each local file in `paths` (scratch path -> local path), each put once."""
+    digests = {rel: _sha256(local) for rel, local in paths.items()}
+    known = ray.get(_state.index.lookup.remote(sorted(set(digests.values()))))
+    for rel, digest in sorted(digests.items()):
+        if digest in known:
+            continue
+        with _state.lock:
+            lock = _state.blob_locks.setdefault(digest, threading.Lock())
+        with lock:  # two job threads needing the same new file send it once
+            if digest in known:
+                continue
+            again = ray.get(_state.index.lookup.remote([digest]))
+            if digest not in again:
+                again = ray.get(_state.index.store.remote(digest, Path(paths[rel]).read_bytes()))
+            known.update(again)
+    return {rel: known[digest] for rel, digest in digests.items()}
+
+
+def scratch_layout(root: str, sources: list[str], externals: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Where each source goes in the node's scratch directory: (scratch path -> local path, external path ->
+    scratch path). Repository files keep their relative path; a user's checkpoint directory or data file outside
+    the repository goes under _external/<n>/<its name>, and the spec's arguments are rewritten to match."""
+    from recipes.wiring.ray_task import EXTERNAL_DIR
+
+    ext_map = {e: f"{EXTERNAL_DIR}/{i}/{Path(e).name}" for i, e in enumerate(externals)}
+    layout: dict[str, str] = {}
+    for src in sources:
+        path = Path(src)
+        if path.is_dir():
+            continue  # a directory node (none today) would travel as its files
+        if path.is_relative_to(root):
+            layout[path.relative_to(root).as_posix()] = src
+            continue
+        owner = next((e for e in externals if path == Path(e) or path.is_relative_to(e)), None)
+        if owner is None:
+            raise ClusterError(f"{src}: an input outside the repository that the stage's arguments do not name; "
+                               "it cannot be sent to a Ray node")
+        rel = path.relative_to(owner).as_posix() if path != Path(owner) else ""
+        layout[f"{ext_map[owner]}/{rel}".rstrip("/")] = src
+    return layout, ext_map
+
+
+def _feasible(ray, req: dict) -> bool:
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        have = node.get("Resources", {})
+        if (have.get("CPU", 0) >= req["num_cpus"] and have.get("GPU", 0) >= req["num_gpus"]
+                and have.get("memory", 0) >= req["memory"]
+                and (not req["device"] or have.get(req["device"], 0) >= 1)):
+            return True
+    return False
+
+
+def has_device(ray, device: str) -> bool:
+    return any(n.get("Alive") and n.get("Resources", {}).get(device, 0) >= 1 for n in ray.nodes())
+
+
+def _interrupted() -> bool:
+    """Whether SCons was interrupted (Ctrl-C, SIGTERM): its signal handler stops the taskmaster and sets its
+    job's InterruptState, but a job thread waiting on a remote task is not told. SCons keeps that state on the
+    handler it installs (SCons/Taskmaster/Job.py, Jobs._setup_sig_handler); any other handler means no."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    jobs = (getattr(handler, "__defaults__", None) or (None,))[0]
+    state = getattr(getattr(jobs, "job", None), "interrupted", None)
+    return bool(callable(state) and state())
+
+
+def run(spec: dict, root: str, error_file: str, targets: list[str], sources: list[str], externals: list[str],
+        request: dict, address: str) -> tuple[int | None, dict[str, Any]]:
+    """Run the stage on the cluster. (exit code, where it ran) as the local executor gives; exit code None: the
+    stage is device-bound and no node offers its device, so the caller runs it here. A one-line problem is
+    written to `error_file` (exit 2), as a stage's own error is."""
+    submitted = time.time()
+    try:
+        ray = connect(address, root)
+        device = request.get("device", "")
+        if device and not has_device(ray, device):
+            with _state.lock:
+                first = device not in _state.warned_devices
+                _state.warned_devices.add(device)
+            if first:
+                print(f"edgesmith: no node of the Ray cluster offers {device}: its stages ({', '.join(sorted(_device_stages()))}) "
+                      "run on this host, as without Ray; add the device with `ray start --address=HEAD "
+                      f"--resources='{{\"{device}\": 1}}'`", flush=True)
+            return None, {}
+        if not _feasible(ray, request):
+            raise ClusterError(f"stage {spec['stage']} asks for {_describe(request)}, and no node of the Ray cluster at "
+                               f"{_state.connected_to} has that much; lower [resources.{spec['stage']}] in the profile "
+                               "or add a node that has it")
+        layout, ext_map = scratch_layout(root, sources, externals)
+        inputs = _blobs(ray, layout)
+        rel_targets = [Path(t).relative_to(root).as_posix() for t in targets]
+        spec = dict(spec, python=".".join(map(str, sys.version_info[:2])))
+        options: dict[str, Any] = {"num_cpus": request["num_cpus"], "num_gpus": request["num_gpus"],
+                                   "name": f"edgesmith:{spec['stage']}"}
+        if request["memory"]:
+            options["memory"] = request["memory"]
+        if device:
+            options["resources"] = {device: 1}
+        modes = {rel: os.stat(local).st_mode & 0o777 for rel, local in layout.items()}
+        ref = _state.remote.options(**options).remote(spec, inputs, modes, ext_map, rel_targets, device)
+        with _state.lock:
+            _state.inflight.add(ref)
+        try:
+            while True:
+                done, _ = ray.wait([ref], timeout=POLL_S)
+                if done:
+                    break
+                if _interrupted():
+                    ray.cancel(ref, force=True)
+                    raise ClusterError(f"interrupted: cancelled stage {spec['stage']} on the cluster")
+            result = ray.get(ref)
+        finally:
+            with _state.lock:
+                _state.inflight.discard(ref)
+    except ClusterError as e:
+        Path(error_file).write_text(str(e), encoding="utf-8")
+        return 2, {}
+    except Exception as e:  # a Ray failure (worker lost beyond its retries, node died): one line, the detail below
+        traceback.print_exc(file=sys.stderr)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        Path(error_file).write_text(f"stage {spec['stage']} failed on the Ray cluster: {type(e).__name__}: {first}",
+                                    encoding="utf-8")
+        return 2, {}
+    if result["returncode"] == 0:
+        for rel, (data, mode) in result["outputs"].items():
+            dst = Path(root) / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            tmp.chmod(mode)
+            os.replace(tmp, dst)
+    elif result["message"]:
+        Path(error_file).write_text(result["message"], encoding="utf-8")
+    written = time.time()
+    where = dict(result["where"], timing_s={
+        "submit_to_start": round(result["started"] - submitted, 3),
+        "inputs_fetch": round(result.get("fetched", result["finished"]) - result["started"], 3),
+        "stage": round(result.get("ran", result["finished"]) - result.get("fetched", result["started"]), 3),
+        "result_to_written": round(written - result["finished"], 3),
+        "total": round(written - submitted, 3)},
+        bytes_in=sum(Path(p).stat().st_size for p in layout.values()),
+        bytes_out=sum(len(d) for d, _ in result["outputs"].values()))
+    return result["returncode"], where
+
+
+def _device_stages() -> set[str]:
+    from recipes.wiring.resources import DEVICE_BOUND
+
+    return set(DEVICE_BOUND)
+
+
+def _describe(req: dict) -> str:
+    parts = [f"{req['num_cpus']:g} CPU"]
+    if req["num_gpus"]:
+        parts.append(f"{req['num_gpus']:g} GPU")
+    if req["memory"]:
+        parts.append(f"{req['memory'] / 2**30:g} GiB memory")
+    if req["device"]:
+        parts.append(req["device"])
+    return ", ".join(parts)
+
+
+def cancel_inflight() -> None:
+    """Cancel every task still in flight (SCons is exiting: interrupted, or a -k-less failure elsewhere)."""
+    if not _state.inflight:
+        return
+    import ray
+
+    for ref in list(_state.inflight):
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001  best effort while exiting
+            pass
