@@ -193,3 +193,44 @@ def test_a_user_error_on_a_worker_is_the_same_line_as_locally(cluster, tmp_path,
         lines[executor] = [line for line in proc.stderr.splitlines() if line.startswith("scons: ***")]
     assert len(lines["ray"]) == 1 and lines["ray"] == lines["local"], lines
     assert f"{bad}: row 6: empty or missing 'text'" in lines["ray"][0]
+
+
+def engine_profile(project: Path, device: str) -> str:
+    """tests/fixtures/tiny.toml with a TensorRT fp16 artifact whose engine is built on the device's Ray node."""
+    text = (project / "targets" / "tiny.toml").read_text()
+    text = re.sub(r'^runtimes = .*$', 'runtimes = ["onnxruntime", "tensorrt"]', text, count=1, flags=re.M)
+    text = text.replace('name = "tiny"', f'name = "{device}"\naccelerator = "jetson"\ncompute_capability = "8.7"', 1)
+    text += ('\n[[artifacts]]\nname = "engine_fp16"\nformat = "tensorrt"\nprecision = "fp16"\n'
+             'quantize = { method = "fp16", keep_io_types = true }\n\n[engine]\nbuild = "cluster"\ntensorrt = "10.3"\n')
+    name = f"tiny_engine_{device.replace('-', '_')}"
+    (project / "targets" / f"{name}.toml").write_text(text)
+    return name
+
+
+def test_an_engine_built_on_the_cluster_goes_to_the_device_node_or_nowhere(ray_built, cluster):
+    """engine.build = 'cluster': the engine stage runs on the node offering the device, which here has no TensorRT
+    and no GPU, so it refuses there in one line; with no such node it fails in one line rather than fall back to
+    this host; without executor=ray the profile is refused when it is read."""
+    project, args, _, _ = ray_built
+    _, device_node = cluster
+    others = [a for a in args if not a.startswith("target=")]
+
+    def errors(*cmd):
+        proc = scons(project, *cmd, check=False, env=RAY_ENV)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        return [line for line in proc.stderr.splitlines() if line.startswith(("scons: ***", "edgesmith: error"))]
+
+    def engine_record(target: str) -> str:
+        """The engine stage's first output, so that the build asks for it (and its inputs) only."""
+        return re.search(r"^\[engine\] (\S+)$", scons(project, "-n", target, *others, env=RAY_ENV).stdout, re.M).group(1)
+
+    target = f"target={engine_profile(project, 'tiny')}"
+    on_device = errors(target, *others, engine_record(target))
+    assert len(on_device) == 1, on_device
+    assert (f"engine engine_fp16: engine.build = 'cluster' but node " in on_device[0]
+            and f"Ray node {device_node.node_id[:12]}" in on_device[0] and "cannot build TensorRT engines" in on_device[0])
+    target = f"target={engine_profile(project, 'orin-shelf')}"
+    nowhere = errors(target, *others, engine_record(target))
+    assert len(nowhere) == 1 and "must run on the node offering device:orin-shelf (engine.build = 'cluster')" in nowhere[0]
+    local = errors(f"target={engine_profile(project, 'tiny')}", *[a for a in others if not a.startswith("executor=")])
+    assert len(local) == 1 and "engine.build = 'cluster' builds the engine on the device's Ray node; run with executor=ray" in local[0]

@@ -21,6 +21,7 @@ import ctypes
 import functools
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -39,14 +40,20 @@ if TYPE_CHECKING:  # annotations only; the real import happens inside build_engi
 
     from recipes.wiring.graph import Built, Graph, Model
 
-BUILD_MODES = ("host", "device", "auto")
+BUILD_MODES = ("host", "device", "auto", "cluster")
 
 
 @dataclass(frozen=True)
 class EngineParams:
     # host: build the TensorRT engine here (error if impossible); device: ship a
-    # build script; auto: host when TensorRT and a matching GPU are present.
-    build: Literal["host", "device", "auto"] = "auto"
+    # build script; auto: host when TensorRT and a matching GPU are present;
+    # cluster: build it as a stage on the device's own Ray node (executor=ray; the
+    # node offers device:<device.name>), which must have TensorRT `tensorrt`.
+    build: Literal["host", "device", "auto", "cluster"] = "auto"
+    # The device's TensorRT version (a prefix: "10.3" for JetPack 6), required with
+    # build = "cluster": it is in the engine's signature, since the build host cannot
+    # read it, and the node refuses to build with another.
+    tensorrt: str = ""
     # Builder workspace (MemoryPoolType.WORKSPACE), MiB.
     workspace_mb: int = bounded(1024, min=1, max=1 << 20)
     timing_cache: bool = True
@@ -407,12 +414,31 @@ class EngineArgs:
     precision: str
     input_names: tuple[str, ...]
     shapes: dict                     # {"batch": {"min", "opt", "max"}, "sequence": {...}}
-    build: Literal["host", "device", "auto"] = "auto"
+    build: Literal["host", "device", "auto", "cluster"] = "auto"
     workspace_mb: int = 1024
     timing_cache_path: Optional[Path] = None
     compute_capability: str = ""
     profile: str = ""                # the profile file, for messages ("targets/jetson.toml")
     strongly_typed: Optional[bool] = None   # None reads it off the ONNX (QDQ nodes or fp16 tensors)
+    tensorrt: str = ""               # build = "cluster": the TensorRT version the device node must have
+
+
+def check_cluster_node(status: dict[str, Any], compute_capability: str, tensorrt: str, name: str) -> str:
+    """engine.build = 'cluster', on the device's node: the reason it can build there, or one line why not."""
+    node = os.environ.get("EDGESMITH_NODE", "the build host (no Ray node ran this stage)")
+    if not status.get("can_build"):
+        raise StageError(f"engine {name}: engine.build = 'cluster' but node {node} cannot build TensorRT engines: "
+                         f"{describe_host(status)}; install TensorRT {tensorrt} there, or use engine.build = 'device'")
+    if compute_capability and status["compute_capability"] != compute_capability:
+        raise StageError(f"engine {name}: node {node} has a GPU of compute capability {status['compute_capability']}, "
+                         f"device.compute_capability = {compute_capability!r}; start the device's own node with its "
+                         "device: resource")
+    version = str(status["tensorrt_version"])
+    if version != tensorrt and not version.startswith(tensorrt + "."):
+        raise StageError(f"engine {name}: node {node} has TensorRT {version}, the profile pins engine.tensorrt = "
+                         f"{tensorrt!r}; set engine.tensorrt to the device's version (engines only load with the "
+                         "TensorRT that built them)")
+    return f"engine.build = 'cluster': built on node {node} ({describe_host(status)})"
 
 
 def build(args: EngineArgs) -> dict[str, Any]:
@@ -431,7 +457,10 @@ def build(args: EngineArgs) -> dict[str, Any]:
                          f"{onnx_path} {'carries' if typed else 'carries no'} precision (QDQ {info['qdq']}, "
                          f"fp16 {info['fp16']}); fix the engine's strongly_typed in the graph")
     status = {} if build == "device" else host_tensorrt_status(import_tensorrt=True)
-    decision, reason = decide_build(build, status, compute_capability, where)
+    if build == "cluster":
+        decision, reason = "cluster", check_cluster_node(status, compute_capability, args.tensorrt, name)
+    else:
+        decision, reason = decide_build(build, status, compute_capability, where)
     entry: dict[str, Any] = {
         "name": name,
         "precision": precision,
@@ -444,7 +473,7 @@ def build(args: EngineArgs) -> dict[str, Any]:
         "reason": reason,
         "engine": None,
     }
-    if decision == "host":
+    if decision in ("host", "cluster"):
         facts = build_engine(onnx_path, Path(engine), input_names=list(input_names), shapes=shapes,
                              precision=precision, workspace_mb=workspace_mb,
                              timing_cache_path=str(timing_cache_path) if timing_cache_path else None,
@@ -459,14 +488,33 @@ def build(args: EngineArgs) -> dict[str, Any]:
 STAGE = Stage("engine", EngineArgs, build, modules=("formats.tensorrt_engine", "params"), packages=("onnx",))
 
 
+def check_cluster_profile(g: "Graph", p: Any) -> None:
+    """engine.build = 'cluster' needs executor=ray, the device's TensorRT version and its GPU's compute capability."""
+    if g.env.get("EDGESMITH_EXECUTION", {}).get("executor") != "ray":
+        raise ProfileError(f"{p.source}: engine.build = 'cluster' builds the engine on the device's Ray node; run with "
+                           "executor=ray ray_address=HEAD:PORT, or use engine.build = 'auto'")
+    if not p.engine.tensorrt:
+        raise ProfileError(f"{p.source}: engine.build = 'cluster' needs engine.tensorrt, the device's TensorRT version "
+                           "(e.g. \"10.3\" for JetPack 6): it is part of the engine's signature")
+    if not p.device.compute_capability:
+        raise ProfileError(f"{p.source}: engine.build = 'cluster' needs device.compute_capability (e.g. \"8.7\" for Orin)")
+
+
 def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
     """A TensorRT engine: its precision-explicit ONNX (fp16 or QDQ int8), and the
     engine itself where this host can build it (engine.build), else a deferred record."""
     p = g.profile
     name = spec.name
     onnx = g.onnx_for(spec, model)
-    status = {} if p.engine.build == "device" else host_tensorrt_status()
-    decision, reason = decide_build(p.engine.build, status, p.device.compute_capability, f"{p.source}: ")
+    if p.engine.build == "cluster":
+        # Nothing of this host enters the engine: the profile names the device's TensorRT and GPU.
+        check_cluster_profile(g, p)
+        status: dict[str, Any] = {}
+        decision = "cluster"
+        reason = f"engine.build = 'cluster': built on the Ray node offering device:{p.device.name}"
+    else:
+        status = {} if p.engine.build == "device" else host_tensorrt_status()
+        decision, reason = decide_build(p.engine.build, status, p.device.compute_capability, f"{p.source}: ")
     shapes = {"batch": vars(p.shapes.batch), "sequence": vars(p.shapes.sequence)}
     identity = {"onnx": onnx, "name": name, "precision": spec.precision, "input_names": g.input_names, "shapes": shapes,
                 "build": decision, "workspace_mb": p.engine.workspace_mb, "compute_capability": p.device.compute_capability,
@@ -477,20 +525,25 @@ def declare_artifact(g: "Graph", spec: Any, model: "Model") -> "Built":
     args = EngineArgs(onnx=onnx, engine=out / "model.engine", record=out / "engine.json", name=name, precision=spec.precision,
                       input_names=g.input_names, shapes=shapes, build=decision, workspace_mb=p.engine.workspace_mb,
                       timing_cache_path=cache, compute_capability=p.device.compute_capability, profile=g.rel(Path(p.source)),
-                      strongly_typed=True)
-    targets = [args.record] + ([args.engine] if decision == "host" else [])
-    g.stage(STAGE, targets, [onnx], args, signature=engine_signature(status, decision))
+                      strongly_typed=True, tensorrt=p.engine.tensorrt if decision == "cluster" else "")
+    built = decision in ("host", "cluster")
+    targets = [args.record] + ([args.engine] if built else [])
+    signature = ({"build": "cluster", "tensorrt": p.engine.tensorrt, "compute_capability": p.device.compute_capability}
+                 if decision == "cluster" else engine_signature(status, decision))
+    g.stage(STAGE, targets, [onnx], args, signature=signature, device_required=decision == "cluster")
     # engine.json ships too: the device can read which host built the engine, or why it did not.
     bundle = [(onnx, f"models/{name}.onnx"), (args.record, f"engines/{name}.json")]
     # A host-built engine ships under its own name and is never overwritten: an engine the
     # device builds (engines/NAME.engine, not in the manifest) must not break the bundle's
     # verification, and the shipped one stays as the build host made it.
-    shipped = f"engines/{name}.host.engine" if decision == "host" else None
+    shipped = f"engines/{name}.host.engine" if built else None
     bundle += [(args.engine, shipped)] if shipped else []
     engine = {"name": name, "onnx": f"models/{name}.onnx", "engine": f"engines/{name}.engine", "shipped": shipped,
               "precision": spec.precision, "strongly_typed": True}
     built_here = decision == "host"
     note = ("TensorRT engine built on this host; accuracy measured on its ONNX with ONNX Runtime" if built_here else
+            f"TensorRT engine built on the device's Ray node (device:{p.device.name}); accuracy and latency are of its "
+            f"{spec.precision} ONNX on ONNX Runtime, not of the engine" if decision == "cluster" else
             f"engine not built on this host ({reason}); accuracy and latency are of its {spec.precision} ONNX on "
             "ONNX Runtime CPU, not of the engine")
     return g.built(spec, model, path=onnx, files=[onnx], runner="onnx", bundle=bundle, entry=f"models/{name}.onnx", onnx=onnx,

@@ -387,6 +387,13 @@ def arithmetic_text(report: dict[str, Any]) -> tuple[list[str], list[list[str]],
     return paragraphs, table, models
 
 
+def measured_where(report: dict[str, Any]) -> str:
+    """"the build host (CPU)", or the Ray node that measured (executor=ray sends measurements to the device's node)."""
+    on = report.get("measured_on") or {}
+    cpu = f" ({on['cpu']}, {on['arch']})" if on.get("cpu") else ""
+    return f"Ray node {on['node']}{cpu}" if on.get("node") else f"the build host{cpu}"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     b = report["batches"]
     lat = report["latency"]
@@ -395,8 +402,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Profile `{report['profile']}`; {report['eval_examples']} eval examples. Latency: median of "
         f"{lat['repeats']} runs after {lat['warmup']} warm-up runs, sequence length {lat['sequence_length']}, "
-        f"{lat['threads']} threads, all artifacts timed side by side in interleaved rounds on the build host, each runtime "
-        "in its own process." + _memory_sentence(report),
+        f"{lat['threads']} threads, all artifacts timed side by side in interleaved rounds on {measured_where(report)}, "
+        "each runtime in its own process." + _memory_sentence(report),
         "",
         "| artifact | model | format | precision | accuracy | agreement | max abs logit diff | size MB | gzip MB | size vs fp32 | peak MiB | "
         + " | ".join(f"b{x} ms" for x in b) + " | " + " | ".join(f"speed-up b{x}" for x in b) + " | "
@@ -531,7 +538,7 @@ td:first-child,td:nth-child(2){{text-align:left}}tr.fail{{background:#fdd}}</sty
 <h1>edgesmith report: {html.escape(report['target'])}</h1>
 <p>Profile <code>{html.escape(report['profile'])}</code>; {report['eval_examples']} eval examples. Latency: median of {lat['repeats']} runs
 after {lat['warmup']} warm-up runs, sequence length {lat['sequence_length']}, {lat['threads']} threads, all artifacts timed side by side
-in interleaved rounds on the build host.{html.escape(_memory_sentence(report))}</p>
+in interleaved rounds on {html.escape(measured_where(report))}.{html.escape(_memory_sentence(report))}</p>
 <img alt="accuracy against latency and size" src="data:image/png;base64,{image}">
 <table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>
 {chr(10).join(rows)}

@@ -190,10 +190,12 @@ class Graph:
             return f"@external:{externals.index(str(path))}"
 
     def stage(self, stage: Stage, targets: list[Path], sources: list, args: Any,
-              signature: dict[str, Any] | None = None) -> list:
+              signature: dict[str, Any] | None = None, device_required: bool = False) -> list:
         """Add a node that runs `stage.build(args)` in a child process.
 
         `signature`: facts that shape the output but are not arguments (a GPU's compute capability).
+        `device_required`: under executor=ray, the stage must run on the device's node (a TensorRT engine with
+        engine.build = 'cluster'), not fall back to this host when the cluster has none.
         """
         key = str(targets[0])
         if self.profile is not None:
@@ -218,8 +220,9 @@ class Graph:
         nodes = self.env.EdgesmithStage(target=[str(t) for t in targets], source=[value] + [str(s) for s in sources])
         self.env.Depends(nodes, [str(self.root / f) for f in module_files(stage)])
         if self.profile is not None:
-            self.requests[self.rel(targets[0])] = resources.request(self.profile.resources, stage.name,
-                                                                    self.profile.device.name)
+            self.requests[self.rel(targets[0])] = dict(resources.request(self.profile.resources, stage.name,
+                                                                         self.profile.device.name),
+                                                       device_required=device_required)
         self._nodes[key] = nodes
         return nodes
 

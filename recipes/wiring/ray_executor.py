@@ -214,6 +214,11 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
         ray = connect(address, root)
         device = request.get("device", "")
         if device and not has_device(ray, device):
+            if request.get("device_required"):
+                raise ClusterError(f"stage {spec['stage']} must run on the node offering {device} (engine.build = "
+                                   f"'cluster'), and no node of the Ray cluster at {_state.connected_to} offers it; "
+                                   f"start the device with `ray start --address=HEAD --resources='{{\"{device}\": 1}}'`, "
+                                   "or use engine.build = 'auto'")
             with _state.lock:
                 first = device not in _state.warned_devices
                 _state.warned_devices.add(device)
@@ -222,6 +227,10 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
                       "run on this host, as without Ray; add the device with `ray start --address=HEAD "
                       f"--resources='{{\"{device}\": 1}}'`", flush=True)
             return None, {}
+        if device and request.get("whole_node"):
+            # Every CPU of the (largest) node offering the device, so nothing runs beside the measurement.
+            request = dict(request, num_cpus=max(n.get("Resources", {}).get("CPU", 0) for n in ray.nodes()
+                                                 if n.get("Alive") and n.get("Resources", {}).get(device, 0) >= 1))
         if not _feasible(ray, request):
             raise ClusterError(f"stage {spec['stage']} asks for {_describe(request)}, and no node of the Ray cluster at "
                                f"{_state.connected_to} has that much; lower [resources.{spec['stage']}] in the profile "

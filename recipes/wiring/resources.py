@@ -9,8 +9,9 @@ Jetson); a profile raises them per stage in a `[resources.<stage>]` table for a 
 
 Device-bound stages (the latency and peak-memory measurements of the profile's artifacts, and a TensorRT
 engine build) also ask for the custom resource `device:<device.name>`, which only the device's own node
-offers (`ray start --address=HEAD --resources='{"device:jetson-orin": 1}'`). One unit per node means one
-measurement at a time there, so timings are not disturbed by another stage on the device.
+offers (`ray start --address=HEAD --resources='{"device:jetson-orin": 1}'`). A measurement also takes every
+CPU of that node, so no other stage runs beside it and disturbs the timings (locally it holds the build's
+exclusive lock for the same reason).
 
 None of this enters a stage's signature: where a stage runs does not change its bytes (the worker refuses
 to run when its libraries differ from the signature's; recipes/wiring/ray_task.py).
@@ -24,6 +25,9 @@ from recipes.errors import ProfileError
 from recipes.params import bounded
 
 DEVICE_BOUND = frozenset({"latency", "memory", "engine"})
+# Measurements take the whole device node (all its CPUs), as the latency stage holds the build's exclusive lock
+# locally: another stage on the same cores would disturb the timings.
+WHOLE_NODE = frozenset({"latency", "memory"})
 # Stages whose code can use a CUDA GPU: a TensorRT engine build, and measuring or evaluating an artifact whose
 # runtime runs on one (TensorRT, the nf4 checkpoint with bitsandbytes). Training (fine-tuning, distillation,
 # recovery, QAT) runs on the CPU in this version (recipes/models/training.py), so a GPU asked for it would sit idle
@@ -80,4 +84,4 @@ def request(resources: Resources, stage: str, device: str) -> dict:
     """The Ray resource request of `stage` for a profile whose device is named `device` (JSON-able)."""
     r = resources.for_stage(stage)
     return {"num_cpus": r.cpus, "num_gpus": r.gpus, "memory": int(r.memory_gb * 2**30),
-            "device": f"device:{device}" if stage in DEVICE_BOUND else ""}
+            "device": f"device:{device}" if stage in DEVICE_BOUND else "", "whole_node": stage in WHOLE_NODE}
