@@ -18,7 +18,7 @@ from conftest import SCONS, make_project, scons, stages_run
 from tiny_model import make_checkpoint
 
 pytestmark = pytest.mark.slow
-HEAVY = ("torch", "transformers", "onnx", "onnxruntime", "tensorrt", "executorch", "bitsandbytes")
+HEAVY = ("torch", "transformers", "onnx", "onnxruntime", "tensorrt", "executorch", "bitsandbytes", "ray")
 
 
 @pytest.fixture(scope="module")

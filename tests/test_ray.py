@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -117,8 +118,11 @@ def test_a_no_op_build_never_contacts_a_cluster(ray_built):
     project, args, _, _ = ray_built
     # An address where nothing listens: any attempt to connect would fail the build.
     args = tuple(a for a in args if not a.startswith("ray_address=")) + (f"ray_address={NOWHERE}",)
-    proc = scons(project, *args, env=RAY_ENV)
-    assert stages_run(proc) == [] and "cluster" not in proc.stdout + proc.stderr
+    proc = subprocess.run([sys.executable, "-X", "importtime", SCONS, "-Q", *args], cwd=project, capture_output=True,
+                          text=True, env=dict(os.environ, **RAY_ENV))
+    assert proc.returncode == 0 and stages_run(proc) == [], proc.stdout + proc.stderr[-2000:]
+    imported = set(re.findall(r"\|\s+([\w.]+)$", proc.stderr, re.M))
+    assert "ray" not in {name.split(".")[0] for name in imported}, "a no-op build imported ray"
 
 
 def test_a_node_with_other_library_versions_is_refused_in_one_line(ray_built, cluster, tmp_path):
@@ -234,3 +238,42 @@ def test_an_engine_built_on_the_cluster_goes_to_the_device_node_or_nowhere(ray_b
     assert len(nowhere) == 1 and "must run on the node offering device:orin-shelf (engine.build = 'cluster')" in nowhere[0]
     local = errors(f"target={engine_profile(project, 'tiny')}", *[a for a in others if not a.startswith("executor=")])
     assert len(local) == 1 and "engine.build = 'cluster' builds the engine on the device's Ray node; run with executor=ray" in local[0]
+
+
+def test_inputs_keep_repository_paths_and_external_ones_move_under_external(tmp_path):
+    """What a node's scratch directory looks like: build outputs at their build/ paths, the user's checkpoint
+    directory and data file under _external/<n>/<their name>; an input nothing names is refused."""
+    from recipes.wiring.ray_executor import ClusterError, scratch_layout
+    from recipes.wiring.ray_task import local_paths, localize
+
+    root, model, data = tmp_path / "repo", tmp_path / "ckpt" / "tiny-bert", tmp_path / "d" / "rows.csv"
+    for f in (root / "build" / "stages" / "x" / "a.onnx", model / "config.json", model / "sub" / "vocab.txt", data):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("x")
+    sources = [str(root / "build" / "stages" / "x" / "a.onnx"), str(model / "config.json"),
+               str(model / "sub" / "vocab.txt"), str(data)]
+    # The vocabulary is also named on its own (as a stub names the checkpoint's tokenizer.json): one place for it.
+    layout, ext = scratch_layout(str(root), sources, [str(model / "sub" / "vocab.txt"), str(model), str(data)])
+    assert layout == {"build/stages/x/a.onnx": sources[0], "_external/1/tiny-bert/config.json": sources[1],
+                      "_external/1/tiny-bert/sub/vocab.txt": sources[2], "_external/2/rows.csv": sources[3]}
+    assert ext[str(model / "sub" / "vocab.txt")] == "_external/1/tiny-bert/sub/vocab.txt"
+    scratch = Path("/tmp/edgesmith-data-abc")
+    args = localize({"model_dir": str(model), "files": [str(data), "build/stages/x/a.onnx"]},
+                    {k: str(scratch / v) for k, v in ext.items()})
+    assert args == {"model_dir": f"{scratch}/_external/1/tiny-bert", "files": [f"{scratch}/_external/2/rows.csv",
+                                                                               "build/stages/x/a.onnx"]}
+    assert local_paths(f"{scratch}/_external/2/rows.csv: row 3: empty", scratch, ext) == f"{data}: row 3: empty"
+    with pytest.raises(ClusterError, match="an input outside the repository that the stage's arguments do not name"):
+        scratch_layout(str(root), [str(tmp_path / "elsewhere.csv")], [])
+
+
+def test_a_version_or_python_mismatch_names_both_versions():
+    from recipes.wiring.ray_task import node_versions, version_mismatch
+
+    have = node_versions(["onnx"])["onnx"]
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert version_mismatch({"stage": "export", "versions": {"onnx": have}, "python": python}, "n1") == ""
+    line = version_mismatch({"stage": "export", "versions": {"onnx": "0.1"}}, "n1")
+    assert line == (f"node n1 has onnx {have}, the build's stage export was signed with onnx 0.1: install onnx==0.1 on "
+                    "that node (the build's constraints.txt), or take it out of the cluster")
+    assert "runs Python" in version_mismatch({"stage": "export", "versions": {}, "python": "2.7"}, "n1")

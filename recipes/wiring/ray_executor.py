@@ -27,6 +27,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from recipes.wiring import ray_task, stage_process
+
 # Ray retries a task whose worker process died (killed, OOM) this many times; a stage's own failure is not retried.
 MAX_RETRIES = 3
 POLL_S = 0.5
@@ -87,8 +89,6 @@ def connect(address: str, root: str):
 
         import ray
 
-        from recipes.wiring import ray_task
-
         kwargs: dict[str, Any] = {} if address else {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
         try:
             ray.init(address=address or None, namespace=NAMESPACE, logging_level=logging.WARNING,
@@ -133,9 +133,9 @@ def _sha256(path: str) -> str:
     return _state.hashes[key]
 
 
-def _blobs(ray, paths: dict[str, str]) -> dict[str, list]:
-    """scratch path -> [ObjectRef] for each local file in `paths` (scratch path -> local path), each put once."""
-    digests = {rel: _sha256(local) for rel, local in paths.items()}
+def _blobs(ray, paths: dict[str, str], digests: dict[str, str]) -> dict[str, list]:
+    """scratch path -> [ObjectRef] for each local file in `paths` (scratch path -> local path), each put once
+    under its sha256 (`digests`)."""
     known = ray.get(_state.index.lookup.remote(sorted(set(digests.values()))))
     for rel, digest in sorted(digests.items()):
         if digest in known:
@@ -155,10 +155,20 @@ def _blobs(ray, paths: dict[str, str]) -> dict[str, list]:
 def scratch_layout(root: str, sources: list[str], externals: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     """Where each source goes in the node's scratch directory: (scratch path -> local path, external path ->
     scratch path). Repository files keep their relative path; a user's checkpoint directory or data file outside
-    the repository goes under _external/<n>/<its name>, and the spec's arguments are rewritten to match."""
+    the repository goes under _external/<n>/<its name>, and the spec's arguments are rewritten to match. An
+    external inside another (the checkpoint's tokenizer.json, named on its own by a stub) lies inside that one's
+    copy, so each file has one place and every argument that names it finds it."""
     from recipes.wiring.ray_task import EXTERNAL_DIR
 
-    ext_map = {e: f"{EXTERNAL_DIR}/{i}/{Path(e).name}" for i, e in enumerate(externals)}
+    def outermost(path: Path) -> str | None:
+        containing = [e for e in externals if path == Path(e) or path.is_relative_to(e)]
+        return min(containing, key=lambda e: len(Path(e).parts)) if containing else None
+
+    def placed(path: Path, owner: str) -> str:
+        base = f"{EXTERNAL_DIR}/{externals.index(owner)}/{Path(owner).name}"
+        return base if path == Path(owner) else f"{base}/{path.relative_to(owner).as_posix()}"
+
+    ext_map = {e: placed(Path(e), outermost(Path(e))) for e in externals}
     layout: dict[str, str] = {}
     for src in sources:
         path = Path(src)
@@ -167,12 +177,11 @@ def scratch_layout(root: str, sources: list[str], externals: list[str]) -> tuple
         if path.is_relative_to(root):
             layout[path.relative_to(root).as_posix()] = src
             continue
-        owner = next((e for e in externals if path == Path(e) or path.is_relative_to(e)), None)
+        owner = outermost(path)
         if owner is None:
             raise ClusterError(f"{src}: an input outside the repository that the stage's arguments do not name; "
                                "it cannot be sent to a Ray node")
-        rel = path.relative_to(owner).as_posix() if path != Path(owner) else ""
-        layout[f"{ext_map[owner]}/{rel}".rstrip("/")] = src
+        layout[placed(path, owner)] = src
     return layout, ext_map
 
 
@@ -190,18 +199,6 @@ def _feasible(ray, req: dict) -> bool:
 
 def has_device(ray, device: str) -> bool:
     return any(n.get("Alive") and n.get("Resources", {}).get(device, 0) >= 1 for n in ray.nodes())
-
-
-def _interrupted() -> bool:
-    """Whether SCons was interrupted (Ctrl-C, SIGTERM): its signal handler stops the taskmaster and sets its
-    job's InterruptState, but a job thread waiting on a remote task is not told. SCons keeps that state on the
-    handler it installs (SCons/Taskmaster/Job.py, Jobs._setup_sig_handler); any other handler means no."""
-    import signal
-
-    handler = signal.getsignal(signal.SIGINT)
-    jobs = (getattr(handler, "__defaults__", None) or (None,))[0]
-    state = getattr(getattr(jobs, "job", None), "interrupted", None)
-    return bool(callable(state) and state())
 
 
 def run(spec: dict, root: str, error_file: str, targets: list[str], sources: list[str], externals: list[str],
@@ -236,7 +233,8 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
                                f"{_state.connected_to} has that much; lower [resources.{spec['stage']}] in the profile "
                                "or add a node that has it")
         layout, ext_map = scratch_layout(root, sources, externals)
-        inputs = _blobs(ray, layout)
+        digests = {rel: _sha256(local) for rel, local in layout.items()}
+        inputs = _blobs(ray, layout, digests)
         rel_targets = [Path(t).relative_to(root).as_posix() for t in targets]
         spec = dict(spec, python=".".join(map(str, sys.version_info[:2])))
         options: dict[str, Any] = {"num_cpus": request["num_cpus"], "num_gpus": request["num_gpus"],
@@ -246,7 +244,9 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
         if device:
             options["resources"] = {device: 1}
         modes = {rel: os.stat(local).st_mode & 0o777 for rel, local in layout.items()}
-        ref = _state.remote.options(**options).remote(spec, inputs, modes, ext_map, rel_targets, device)
+        thread_env = {name: os.environ.get(name) for name in ray_task.THREAD_VARIABLES}
+        ref = _state.remote.options(**options).remote(spec, inputs, modes, digests, ext_map, rel_targets, device,
+                                                      thread_env)
         with _state.lock:
             _state.inflight.add(ref)
         try:
@@ -254,7 +254,7 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
                 done, _ = ray.wait([ref], timeout=POLL_S)
                 if done:
                     break
-                if _interrupted():
+                if stage_process.scons_interrupted():
                     ray.cancel(ref, force=True)
                     raise ClusterError(f"interrupted: cancelled stage {spec['stage']} on the cluster")
             result = ray.get(ref)
@@ -271,7 +271,12 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
                                     encoding="utf-8")
         return 2, {}
     if result["returncode"] == 0:
-        for rel, (data, mode) in result["outputs"].items():
+        for rel, (data, _, digest) in result["outputs"].items():
+            if hashlib.sha256(data).hexdigest() != digest:
+                Path(error_file).write_text(f"stage {spec['stage']}: {rel} arrived from node {result['where']['hostname']} "
+                                            "with other bytes than it wrote (sha256 differs); build again", encoding="utf-8")
+                return 2, {}
+        for rel, (data, mode, _) in result["outputs"].items():
             dst = Path(root) / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -288,7 +293,7 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
         "result_to_written": round(written - result["finished"], 3),
         "total": round(written - submitted, 3)},
         bytes_in=sum(Path(p).stat().st_size for p in layout.values()),
-        bytes_out=sum(len(d) for d, _ in result["outputs"].values()))
+        bytes_out=sum(len(d) for d, _, _ in result["outputs"].values()))
     return result["returncode"], where
 
 

@@ -14,6 +14,7 @@ checkout's. Nothing here is in a stage's signature: it decides where a stage run
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -71,20 +72,36 @@ def local_paths(message: str, scratch: Path, externals: dict[str, str]) -> str:
     return message.replace(f"{scratch}/", "")
 
 
-def write_inputs(scratch: Path, inputs: dict[str, bytes], modes: dict[str, int]) -> None:
+def write_inputs(scratch: Path, inputs: dict[str, bytes], modes: dict[str, int], digests: dict[str, str]) -> str:
+    """Write the fetched inputs; "" or one line naming an input whose bytes are not the ones the driver hashed."""
     for rel, data in inputs.items():
+        if hashlib.sha256(data).hexdigest() != digests[rel]:
+            return f"{rel}: the object store handed this node bytes whose sha256 is not the input's; build again"
         path = scratch / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         path.chmod(modes[rel])  # a stub's executable bit reaches the bundle, as it does locally
+    return ""
 
 
-def run_stage(spec: dict, inputs: dict[str, list], modes: dict[str, int], externals: dict[str, str],
-              targets: list[str], device_resource: str) -> dict[str, Any]:
-    """The Ray task body. `inputs`: scratch-relative path -> [ObjectRef of its bytes] (wrapped in a list so Ray
-    hands over the reference, and the bytes are fetched here, once each), `modes` its permission bits; `externals`: the driver's absolute
-    path of each external input -> its scratch-relative path; `targets`: the outputs, relative to the repository.
-    Returns the outputs' bytes and permission bits, or the stage's one-line error, and where and when it ran."""
+# Ray sets OMP_NUM_THREADS to a task's num_cpus in its workers. A stage run that way computes with fewer threads
+# than the same stage run by SCons, and float reductions (the verification figures a .pte records) then differ
+# in their last bits: the worker takes the value the machine running scons has, or none, as locally.
+THREAD_VARIABLES = ("OMP_NUM_THREADS",)
+
+
+def run_stage(spec: dict, inputs: dict[str, list], modes: dict[str, int], digests: dict[str, str],
+              externals: dict[str, str], targets: list[str], device_resource: str,
+              thread_env: dict[str, str | None]) -> dict[str, Any]:
+    """The Ray task body.
+
+    `inputs`: scratch-relative path -> [ObjectRef of its bytes] (wrapped in a list so Ray hands over the
+    reference, and the bytes are fetched here, once each); `modes` and `digests`: each input's permission bits
+    and sha256, checked before use; `externals`: the driver's absolute path of each external input -> its
+    scratch-relative path; `targets`: the outputs, relative to the repository; `thread_env`: THREAD_VARIABLES as
+    the machine running scons has them (None: unset).
+    Returns each output's bytes, permission bits and sha256 (the driver checks them before writing), or the
+    stage's one-line error, and where and when it ran."""
     import ray
 
     from recipes.wiring import stage_process
@@ -104,8 +121,11 @@ def run_stage(spec: dict, inputs: dict[str, list], modes: dict[str, int], extern
     try:
         paths = list(inputs)
         blobs = ray.get([inputs[p][0] for p in paths])
-        write_inputs(scratch, dict(zip(paths, blobs)), modes)
+        corrupt = write_inputs(scratch, dict(zip(paths, blobs)), modes, digests)
         fetched = time.time()
+        if corrupt:
+            return {"returncode": 2, "message": f"stage {spec['stage']} on node {where['hostname']}: {corrupt}",
+                    "outputs": {}, "where": where, "started": started, "finished": time.time()}
         local = dict(spec, args=localize(spec["args"], {k: str(scratch / v) for k, v in externals.items()}))
         fd, error_file = tempfile.mkstemp(prefix="edgesmith-error-", suffix=".txt")
         os.close(fd)
@@ -113,6 +133,11 @@ def run_stage(spec: dict, inputs: dict[str, list], modes: dict[str, int], extern
         # worker's own environment, which the stage server it starts (and so every stage forked from it) inherits;
         # it names the node, which does not change for the worker's life.
         os.environ["EDGESMITH_NODE"] = f"{where['hostname']} (Ray node {where['node_id'][:12]})"
+        for name, value in thread_env.items():  # before the stage server starts and imports torch
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         env = dict(os.environ, PYTHONPATH=code_root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    EDGESMITH_ERROR_FILE=error_file)
         try:
@@ -121,14 +146,16 @@ def run_stage(spec: dict, inputs: dict[str, list], modes: dict[str, int], extern
         finally:
             os.unlink(error_file)
         ran = time.time()
-        outputs: dict[str, bytes] = {}
+        outputs: dict[str, tuple[bytes, int, str]] = {}
         if returncode == 0:
             missing = [t for t in targets if not (scratch / t).is_file()]
             if missing:
                 returncode, message = 2, (f"stage {spec['stage']} finished on node {where['hostname']} without "
                                           f"writing {', '.join(missing)}")
             else:
-                outputs = {t: ((scratch / t).read_bytes(), (scratch / t).stat().st_mode & 0o777) for t in targets}
+                for t in targets:
+                    data = (scratch / t).read_bytes()
+                    outputs[t] = (data, (scratch / t).stat().st_mode & 0o777, hashlib.sha256(data).hexdigest())
         return {"returncode": returncode, "message": message, "outputs": outputs, "where": where,
                 "started": started, "fetched": fetched, "ran": ran, "finished": time.time()}
     finally:

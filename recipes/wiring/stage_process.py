@@ -97,7 +97,7 @@ def run(spec: dict, root: str, env: dict, error_file: str) -> int:
     proc = ctx.Process(target=forked_stage, args=(json.dumps(spec), root, error_file), name=f"stage-{spec['stage']}")
     proc.start()
     proc.join()
-    if proc.exitcode == LOST_SERVER and not os.path.getsize(error_file):
+    if proc.exitcode == LOST_SERVER and not os.path.getsize(error_file) and not scons_interrupted():
         # multiprocessing reports 255 when the connection to the forkserver breaks (the server process died,
         # under memory pressure for one): the stage's own outcome is unknown, and it writes atomically, so it
         # runs again in a plain child rather than fail the build on the preloading server's account.
@@ -106,6 +106,19 @@ def run(spec: dict, root: str, env: dict, error_file: str) -> int:
         return subprocess.run([sys.executable, "-m", "recipes.wiring.stage_runner"], input=json.dumps(spec).encode(),
                               cwd=root, env=env).returncode
     return proc.exitcode
+
+
+def scons_interrupted() -> bool:
+    """Whether SCons was interrupted (Ctrl-C, SIGTERM): its signal handler stops the taskmaster and sets its
+    job's InterruptState, but a job thread waiting on a stage is not told. SCons keeps that state on the handler
+    it installs (SCons/Taskmaster/Job.py, Jobs._setup_sig_handler); any other handler means no. A stage whose
+    server was lost is not run again then, and a Ray task is cancelled."""
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    jobs = (getattr(handler, "__defaults__", None) or (None,))[0]
+    state = getattr(getattr(jobs, "job", None), "interrupted", None)
+    return bool(callable(state) and state())
 
 
 def forked_stage(spec_json: str, root: str, error_file: str) -> None:
