@@ -21,7 +21,6 @@ import socket
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,10 @@ EXTERNAL_DIR = "_external"
 
 
 def node_versions(packages: list[str]) -> dict[str, str]:
-    versions = {}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    """The versions this node would run (graph.package_version: the same reading SCons signs with)."""
+    from recipes.wiring.graph import package_version
+
+    return {name: package_version(name) for name in packages}
 
 
 def version_mismatch(spec: dict, node: str) -> str:
