@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -272,14 +274,20 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_torchscript_exports_are_byte_identical_per_process(model_dir, tmp_path):
+def test_torchscript_exports_are_byte_identical_per_process_and_checkout(model_dir, tmp_path):
     """TorchScript names classes with a process-wide counter (___torch_mangle_N),
     so bytes repeat for the same work in a fresh process, which is how
-    stage_main runs every stage."""
+    stage_main runs every stage. The second export runs from a copy of the
+    recipes in another directory (a teammate's checkout, a Ray node's working
+    directory): the archives record no source paths, so the bytes are the same."""
+    other = tmp_path / "checkout"
+    shutil.copytree(REPO / "recipes", other / "recipes", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "runtime", other / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
     procs = []
-    for run in ("a", "b"):  # side by side: most of each is importing torch
+    for run, cwd in (("a", REPO), ("b", other)):  # side by side: most of each is importing torch
         (tmp_path / run).mkdir()
-        procs.append(subprocess.Popen([sys.executable, "-c", _EXPORT_SCRIPT, str(model_dir), str(tmp_path / run)], cwd=REPO,
+        procs.append(subprocess.Popen([sys.executable, "-c", _EXPORT_SCRIPT, str(model_dir), str(tmp_path / run)], cwd=cwd,
+                                      env=dict(os.environ, PYTHONPATH=str(cwd)),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     for proc in procs:
         _, err = proc.communicate(timeout=300)

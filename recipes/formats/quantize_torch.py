@@ -174,8 +174,35 @@ def torchscript_file(script_module, dst: Path, lite: bool) -> Iterator[Path]:
                 script_module._save_for_lite_interpreter(str(path))
             else:
                 script_module.save(str(path))
-        shutil.copyfile(path, tmp)
+        without_source_paths(path, Path(work) / "clean" / path.name)
+        shutil.copyfile(Path(work) / "clean" / path.name, tmp)
         yield tmp
+
+
+def without_source_paths(src: Path, dst: Path) -> None:
+    """Rewrite a TorchScript archive without its code/*.debug_pkl records.
+
+    Those records hold the source ranges of the traced code: absolute paths of the checkout's recipes and of
+    the interpreter's site-packages. So the same model exported from two checkouts (two teammates, a Ray node's
+    working directory) had different bytes, and the archive's serialization_id, derived from its content, too.
+    They only serve TorchScript's error messages; loading and running do not read them (the saved file is
+    verified after this, by loading it). Written with torch's own archive writer, so the records keep the
+    alignment and layout torch.jit.load and the lite interpreter expect, and it derives serialization_id
+    from what remains."""
+    import zipfile
+
+    import torch
+
+    with zipfile.ZipFile(src) as archive:
+        infos = archive.infolist()
+        root = infos[0].filename.split("/", 1)[0]
+        records = [(info.filename[len(root) + 1:], archive.read(info.filename)) for info in infos]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    writer = torch._C.PyTorchFileWriter(str(dst))  # names the archive's root folder after dst's stem, as src's
+    for name, data in records:
+        if not name.endswith(".debug_pkl") and name != ".data/serialization_id":
+            writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
 
 
 def reference_model(model_dir: Path):
