@@ -388,7 +388,8 @@ def arithmetic_text(report: dict[str, Any]) -> tuple[list[str], list[list[str]],
 
 
 def measured_where(report: dict[str, Any]) -> str:
-    """"the build host (CPU)", or the Ray node that measured (executor=ray sends measurements to the device's node)."""
+    """Where latency was measured, for the report's prose: the build host (its CPU), or the Ray node that
+    measured it (executor=ray sends measurements to the device's node)."""
     on = report.get("measured_on") or {}
     cpu = f" ({on['cpu']}, {on['arch']})" if on.get("cpu") else ""
     return f"Ray node {on['node']}{cpu}" if on.get("node") else f"the build host{cpu}"
