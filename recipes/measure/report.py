@@ -392,7 +392,7 @@ def measured_where(report: dict[str, Any]) -> str:
     measured it (executor=ray sends measurements to the device's node)."""
     on = report.get("measured_on") or {}
     cpu = f" ({on['cpu']}, {on['arch']})" if on.get("cpu") else ""
-    return f"Ray node {on['node']}{cpu}" if on.get("node") else f"the build host{cpu}"
+    return f"{on['node']}{cpu}" if on.get("node") else f"the build host{cpu}"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
