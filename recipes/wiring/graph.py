@@ -197,11 +197,11 @@ class Graph:
         `device_required`: under executor=ray, the stage must run on the device's node (a TensorRT engine with
         engine.build = 'cluster'), not fall back to this host when the cluster has none.
         """
-        key = str(targets[0])
+        key, first = str(targets[0]), self.rel(targets[0])
         if self.profile is not None:
             used = self.stages_of.setdefault(self.profile.name, [])
-            if (stage.name, self.rel(targets[0])) not in used:
-                used.append((stage.name, self.rel(targets[0])))
+            if (stage.name, first) not in used:
+                used.append((stage.name, first))
         if key in self._nodes:
             return self._nodes[key]
         module = stage.build.__module__.removeprefix("recipes.")
@@ -220,9 +220,8 @@ class Graph:
         nodes = self.env.EdgesmithStage(target=[str(t) for t in targets], source=[value] + [str(s) for s in sources])
         self.env.Depends(nodes, [str(self.root / f) for f in module_files(stage)])
         if self.profile is not None:
-            self.requests[self.rel(targets[0])] = dict(resources.request(self.profile.resources, stage.name,
-                                                                         self.profile.device.name),
-                                                       device_required=device_required)
+            self.requests[first] = resources.request(self.profile.resources, stage.name, self.profile.device.name,
+                                                     device_required)
         self._nodes[key] = nodes
         return nodes
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from recipes.fsutil import atomic_path
 
 
 def _key(rel_target: str) -> str:
@@ -28,12 +29,9 @@ def record_path(root: str, rel_target: str) -> Path:
 
 def record(root: str, spec: dict, targets: list[str], where: dict[str, Any]) -> None:
     rel = Path(targets[0]).relative_to(root).as_posix()
-    path = record_path(root, rel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"stage": spec["stage"], "target": rel, **where}, sort_keys=True, indent=1),
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(record_path(root, rel)) as tmp:
+        tmp.write_text(json.dumps({"stage": spec["stage"], "target": rel, **where}, sort_keys=True, indent=1),
+                       encoding="utf-8")
 
 
 def summary(root: str, stages: list[tuple[str, str]]) -> dict[str, Any]:
@@ -66,11 +64,9 @@ def write(root: str, target_dir: Path, stages: list[tuple[str, str]]) -> None:
                      f"{node} | {rec.get('device_resource', '')} | {total} |")
     notes = sorted({rec["note"] for rec in data["stages"] if rec.get("note")})
     md = "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else [])) + "\n"
-    target_dir.mkdir(parents=True, exist_ok=True)
     for name, content in (("placement.json", text), ("placement.md", md)):
         path = target_dir / name
         if path.exists() and path.read_text(encoding="utf-8") == content:
             continue
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(content, encoding="utf-8")

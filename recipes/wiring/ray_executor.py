@@ -27,7 +27,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from recipes.fsutil import atomic_path
 from recipes.wiring import ray_task, stage_process
+from recipes.wiring.resources import DEVICE_BOUND
+from runtime.integrity import sha256_file
 
 # Ray retries a task whose worker process died (killed, OOM) this many times; a stage's own failure is not retried.
 MAX_RETRIES = 3
@@ -122,14 +125,11 @@ def connect(address: str, root: str):
 
 
 def _sha256(path: str) -> str:
+    """sha256_file, once per file version in this SCons run (a model is an input of many stages)."""
     st = os.stat(path)
     key = (path, st.st_size, st.st_mtime_ns)
     if key not in _state.hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _state.hashes[key] = h.hexdigest()
+        _state.hashes[key] = sha256_file(Path(path))
     return _state.hashes[key]
 
 
@@ -185,20 +185,11 @@ def scratch_layout(root: str, sources: list[str], externals: list[str]) -> tuple
     return layout, ext_map
 
 
-def _feasible(ray, req: dict) -> bool:
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        have = node.get("Resources", {})
-        if (have.get("CPU", 0) >= req["num_cpus"] and have.get("GPU", 0) >= req["num_gpus"]
-                and have.get("memory", 0) >= req["memory"]
-                and (not req["device"] or have.get(req["device"], 0) >= 1)):
-            return True
-    return False
-
-
-def has_device(ray, device: str) -> bool:
-    return any(n.get("Alive") and n.get("Resources", {}).get(device, 0) >= 1 for n in ray.nodes())
+def _feasible(nodes: list[dict], req: dict) -> bool:
+    """Whether one of `nodes` (the live nodes' total resources) can ever run a task asking for `req`."""
+    return any(have.get("CPU", 0) >= req["num_cpus"] and have.get("GPU", 0) >= req["num_gpus"]
+               and have.get("memory", 0) >= req["memory"] and (not req["device"] or have.get(req["device"], 0) >= 1)
+               for have in nodes)
 
 
 def run(spec: dict, root: str, error_file: str, targets: list[str], sources: list[str], externals: list[str],
@@ -209,8 +200,10 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
     submitted = time.time()
     try:
         ray = connect(address, root)
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         device = request.get("device", "")
-        if device and not has_device(ray, device):
+        device_nodes = [have for have in nodes if have.get(device, 0) >= 1] if device else []
+        if device and not device_nodes:
             if request.get("device_required"):
                 raise ClusterError(f"stage {spec['stage']} must run on the node offering {device} (engine.build = "
                                    f"'cluster'), and no node of the Ray cluster at {_state.connected_to} offers it; "
@@ -220,15 +213,14 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
                 first = device not in _state.warned_devices
                 _state.warned_devices.add(device)
             if first:
-                print(f"edgesmith: no node of the Ray cluster offers {device}: its stages ({', '.join(sorted(_device_stages()))}) "
+                print(f"edgesmith: no node of the Ray cluster offers {device}: its stages ({', '.join(sorted(DEVICE_BOUND))}) "
                       "run on this host, as without Ray; add the device with `ray start --address=HEAD "
                       f"--resources='{{\"{device}\": 1}}'`", flush=True)
             return None, {}
         if device and request.get("whole_node"):
             # Every CPU of the (largest) node offering the device, so nothing runs beside the measurement.
-            request = dict(request, num_cpus=max(n.get("Resources", {}).get("CPU", 0) for n in ray.nodes()
-                                                 if n.get("Alive") and n.get("Resources", {}).get(device, 0) >= 1))
-        if not _feasible(ray, request):
+            request = dict(request, num_cpus=max(have.get("CPU", 0) for have in device_nodes))
+        if not _feasible(nodes, request):
             raise ClusterError(f"stage {spec['stage']} asks for {_describe(request)}, and no node of the Ray cluster at "
                                f"{_state.connected_to} has that much; lower [resources.{spec['stage']}] in the profile "
                                "or add a node that has it")
@@ -277,12 +269,9 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
                                             "with other bytes than it wrote (sha256 differs); build again", encoding="utf-8")
                 return 2, {}
         for rel, (data, mode, _) in result["outputs"].items():
-            dst = Path(root) / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            tmp.chmod(mode)
-            os.replace(tmp, dst)
+            with atomic_path(Path(root) / rel) as tmp:  # as a stage writes locally: a killed build's leftovers go
+                tmp.write_bytes(data)
+                tmp.chmod(mode)
     elif result["message"]:
         Path(error_file).write_text(result["message"], encoding="utf-8")
     written = time.time()
@@ -295,12 +284,6 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
         bytes_in=sum(Path(p).stat().st_size for p in layout.values()),
         bytes_out=sum(len(d) for d, _, _ in result["outputs"].values()))
     return result["returncode"], where
-
-
-def _device_stages() -> set[str]:
-    from recipes.wiring.resources import DEVICE_BOUND
-
-    return set(DEVICE_BOUND)
 
 
 def _describe(req: dict) -> str:

@@ -80,8 +80,10 @@ def check(resources: Resources, source: str) -> None:
                                f"{', '.join(sorted(GPU_CAPABLE))})")
 
 
-def request(resources: Resources, stage: str, device: str) -> dict:
-    """The Ray resource request of `stage` for a profile whose device is named `device` (JSON-able)."""
+def request(resources: Resources, stage: str, device: str, device_required: bool = False) -> dict:
+    """The Ray resource request of `stage` for a profile whose device is named `device` (JSON-able).
+    `device_required`: the stage may not fall back to the scons host when no node offers the device."""
     r = resources.for_stage(stage)
     return {"num_cpus": r.cpus, "num_gpus": r.gpus, "memory": int(r.memory_gb * 2**30),
-            "device": f"device:{device}" if stage in DEVICE_BOUND else "", "whole_node": stage in WHOLE_NODE}
+            "device": f"device:{device}" if stage in DEVICE_BOUND else "", "whole_node": stage in WHOLE_NODE,
+            "device_required": device_required}

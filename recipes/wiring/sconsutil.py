@@ -137,7 +137,8 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
     )
     inputs = Inputs(model=info, data=data, eval_data=eval_data, data_params=params, git_revision=git_revision(root))
     graph = Graph(env, root, inputs)
-    env["EDGESMITH_STAGES_OF"] = graph.stages_of
+    if not options.get("clean") and not options.get("no_exec"):
+        record_placement_at_exit(root, env, graph.stages_of)
     phase, screening_round = env.get("edgesmith_phase", ""), env.get("edgesmith_round", "")
     searching = [prof for prof in loaded if prof.search is not None]
     if phase:  # a nested run of one search phase: only the search profiles, up to that phase
@@ -153,9 +154,10 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
     return [env.Alias(prof.name, graph.target(prof, final(prof))) for prof in loaded]
 
 
-def record_placement_at_exit(root: Path, env) -> None:
+def record_placement_at_exit(root: Path, env, stages_of: dict[str, list[tuple[str, str]]]) -> None:
     """When SCons exits: cancel Ray tasks still in flight (Ctrl-C, a failure elsewhere without -k), and write
-    build/<target>/placement.json for each target whose stages this run declared (recipes/wiring/placement.py)."""
+    build/<target>/placement.json for each target whose stages this run declared (`stages_of`, filled in as the
+    graph is declared; recipes/wiring/placement.py)."""
     import atexit
 
     def at_exit():
@@ -165,7 +167,7 @@ def record_placement_at_exit(root: Path, env) -> None:
             ray_executor.cancel_inflight()
         from recipes.wiring import placement
 
-        for name, stages in env.get("EDGESMITH_STAGES_OF", {}).items():
+        for name, stages in stages_of.items():
             placement.write(str(root), root / "build" / name, stages)
 
     atexit.register(at_exit)
