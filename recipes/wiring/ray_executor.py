@@ -213,9 +213,9 @@ def run(spec: dict, root: str, error_file: str, targets: list[str], sources: lis
                 first = device not in _state.warned_devices
                 _state.warned_devices.add(device)
             if first:
-                print(f"edgesmith: no node of the Ray cluster offers {device}: its stages ({', '.join(sorted(DEVICE_BOUND))}) "
-                      "run on this host, as without Ray; add the device with `ray start --address=HEAD "
-                      f"--resources='{{\"{device}\": 1}}'`", flush=True)
+                stage_process.say(f"edgesmith: no node of the Ray cluster offers {device}: its stages "
+                                  f"({', '.join(sorted(DEVICE_BOUND))}) run on this host, as without Ray; add the device "
+                                  f"with `ray start --address=HEAD --resources='{{\"{device}\": 1}}'`")
             return None, {}
         if device and request.get("whole_node"):
             # Every CPU of the (largest) node offering the device, so nothing runs beside the measurement.

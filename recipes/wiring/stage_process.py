@@ -41,6 +41,15 @@ _context = None
 _context_lock = threading.Lock()
 
 
+def say(line: str, stream=None) -> None:
+    """Write one whole line from a SCons action. Actions run in threads under -j N, and print() writes the text and
+    its newline in two calls: another thread's line (SCons' own "[stage] target") can land between them, and two
+    lines become one. One write per line keeps each line whole."""
+    stream = stream or sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
+
+
 def _forkserver():
     """multiprocessing's forkserver context with the preload set, or None where it is off or unavailable."""
     global _context
@@ -101,8 +110,8 @@ def run(spec: dict, root: str, env: dict, error_file: str) -> int:
         # multiprocessing reports 255 when the connection to the forkserver breaks (the server process died,
         # under memory pressure for one): the stage's own outcome is unknown, and it writes atomically, so it
         # runs again in a plain child rather than fail the build on the preloading server's account.
-        print(f"edgesmith: the stage server was lost while running {spec['stage']}; running it again in a fresh "
-              "process", file=sys.stderr, flush=True)
+        say(f"edgesmith: the stage server was lost while running {spec['stage']}; running it again in a fresh "
+            "process", sys.stderr)
         return subprocess.run([sys.executable, "-m", "recipes.wiring.stage_runner"], input=json.dumps(spec).encode(),
                               cwd=root, env=env).returncode
     return proc.exitcode

@@ -106,8 +106,8 @@ def run_stage(target, source, env):
     stamp = _stamp_path(root, spec, target)
     signature = target[0].get_cachedir_bsig()
     if _finished_before(stamp, signature, target):
-        print(f"[{spec['stage']}] {target[0]}: up to date (finished by an earlier build that was killed before "
-              "SCons saved its state)")
+        stage_process.say(f"[{spec['stage']}] {target[0]}: up to date (finished by an earlier build that was killed "
+                          "before SCons saved its state)")
         return 0
     _remove(stamp)
     for node in target:

@@ -33,7 +33,8 @@ import SCons.Errors
 from runtime.integrity import sha256_file
 
 def warn(message: str) -> None:
-    print(f"edgesmith: warning: {message}", file=sys.stderr)
+    # One write per line: actions run in threads, and print() writes the text and its newline separately.
+    sys.stderr.write(f"edgesmith: warning: {message}\n")
 
 
 # -- build outputs ---------------------------------------------------------------
