@@ -21,6 +21,10 @@ _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 Manifest = Dict[str, Any]
 
 
+# What a bundle can be: a text classifier, or a sentence-embedding model (one vector per text).
+TASKS = ("classification", "embedding")
+POOLINGS = ("mean", "cls", "max")
+
 def read_manifest(root: Path, where: str, *, from_archive: bool = False) -> Manifest:
     """Load `root/manifest.json` and validate it; `where` names the bundle in messages."""
     path = root / MANIFEST_NAME
@@ -93,11 +97,17 @@ def validate_manifest(data: Any, where: str) -> None:
         raise _fail(where, "schema", f"is {schema!r}, expected '{SCHEMA_PREFIX}<version>'", "this is not an edgesmith bundle manifest; " + REBUILD)
 
     model = _get(data, "model", "model", where, dict)
-    labels = _get(model, "labels", "model.labels", where, list)
-    if not labels or not all(isinstance(label, str) and label for label in labels):
-        raise _fail(where, "model.labels", "must be a non-empty list of non-empty strings")
-    if len(set(labels)) != len(labels):
-        raise _fail(where, "model.labels", f"has duplicates: {labels!r:.80}")
+    task = data.get("task", "classification")  # bundles from before sentence embeddings are classifiers
+    if task not in TASKS:
+        raise _fail(where, "task", f"is {task!r:.40}, expected one of {', '.join(TASKS)}")
+    if task == "embedding":
+        _validate_embedding(model, where)
+    else:
+        labels = _get(model, "labels", "model.labels", where, list)
+        if not labels or not all(isinstance(label, str) and label for label in labels):
+            raise _fail(where, "model.labels", "must be a non-empty list of non-empty strings")
+        if len(set(labels)) != len(labels):
+            raise _fail(where, "model.labels", f"has duplicates: {labels!r:.80}")
 
     tokenizer = _get(data, "tokenizer", "tokenizer", where, dict)
     check_relative_path(_get(tokenizer, "path", "tokenizer.path", where, str), "tokenizer.path", where)
@@ -124,6 +134,18 @@ def validate_manifest(data: Any, where: str) -> None:
     if outputs is not None:
         if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
             raise _fail(where, "outputs", "must be a list of objects with a string \"name\"")
+
+
+def _validate_embedding(model: dict, where: str) -> None:
+    """model.embedding of a sentence-embedding bundle: the vector's size and how the graph pooled it."""
+    spec = _get(model, "embedding", "model.embedding", where, dict)
+    dim = spec.get("dimension")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise _fail(where, "model.embedding.dimension", f"must be a positive integer, got {dim!r:.40}")
+    if spec.get("pooling") not in POOLINGS:
+        raise _fail(where, "model.embedding.pooling", f"is {spec.get('pooling')!r:.40}, expected one of {', '.join(POOLINGS)}")
+    if not isinstance(spec.get("normalize"), bool):
+        raise _fail(where, "model.embedding.normalize", f"must be true or false, got {spec.get('normalize')!r:.40}")
 
 
 def _validate_files(files: List[Any], where: str) -> Dict[str, dict]:

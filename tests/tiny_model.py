@@ -77,3 +77,29 @@ def make_checkpoint(directory: Path, texts: list[str], *, seed: int = 0, with_he
         cfg["model_type"] = model_type
         (directory / "config.json").write_text(json.dumps(cfg, indent=2))
     return directory
+
+
+def make_sentence_transformers(directory: Path, texts: list[str], *, pooling: str = "mean", normalize: bool = True,
+                               seed: int = 0, layers: int = 2) -> Path:
+    """The tiny random encoder saved as a sentence-transformers model: modules.json (Transformer -> Pooling
+    [-> Normalize]), 1_Pooling/config.json and sentence_bert_config.json, as SentenceTransformer.save() writes."""
+    directory = make_checkpoint(directory, texts, seed=seed, layers=layers)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (directory / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    (directory / "1_Pooling").mkdir(exist_ok=True)
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2) + "\n")
+    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}) + "\n")
+    return directory
+
+
+def write_texts(path: Path, texts: list[str]) -> Path:
+    """Unlabelled data for an embedding build: one JSON object with a text per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    return path

@@ -76,7 +76,7 @@ def export_onnx(model_dir: Path, dst: Path, report_path: Path, params: ExportPar
             kwargs=example,
             f=str(tmp),
             input_names=list(input_names),
-            output_names=["logits"],
+            output_names=[output_name(model)],
             dynamic_shapes={name: {0: batch, 1: sequence} for name in input_names},
             opset_version=params.opset,
             dynamo=True,
@@ -91,6 +91,11 @@ def export_onnx(model_dir: Path, dst: Path, report_path: Path, params: ExportPar
               "max_abs_diff": max(c["max_abs_diff"] for c in checks)}
     write_json(report_path, report)
     return report
+
+
+def output_name(model) -> str:
+    """"logits" for a classifier, "sentence_embedding" for an embedding model (recipes/models/embedding.py)."""
+    return getattr(model, "output_name", "logits")
 
 
 def check_opset(onnx_path: Path, opset: int, name: str) -> None:
@@ -109,19 +114,23 @@ def verify(onnx_path: Path, reference, input_names: tuple[str, ...], vocab: int,
     import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's pybind errors share no useful base class
+        raise StageError(f"{onnx_path.name}: the exported graph does not load in ONNX Runtime "
+                         f"({' '.join(str(e).split())[:300]}); the export is wrong, do not ship it") from None
     checks = []
     for i, (b, s) in enumerate(VERIFY_SHAPES):
         s = min(s, max_sequence)
         feeds = verification_inputs(vocab, input_names, b, s, seed=100 + i)
         with torch.inference_mode():
             ref = reference(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
-        out = session.run(["logits"], feeds)[0]
+        out = session.run([output_name(reference)], feeds)[0]
         diff = float(np.abs(out - ref).max())
         checks.append({"batch": b, "sequence": s, "max_abs_diff": diff})
         if not diff <= atol:
             raise StageError(
-                f"{onnx_path.name}: ONNX Runtime logits differ from PyTorch by {diff:.3g} at batch {b}, "
+                f"{onnx_path.name}: ONNX Runtime {output_name(reference)} differs from PyTorch by {diff:.3g} at batch {b}, "
                 f"sequence {s} (tolerance stages.export.atol = {atol}); the export is wrong, do not ship it"
             )
     return checks
@@ -132,7 +141,7 @@ def build(args: ExportArgs) -> dict[str, Any]:
 
 
 STAGE = Stage("export", ExportArgs, build,
-              modules=("formats.onnx_export", "formats.model_io", "formats.onnx_paths", "models.hf", "models.slim", "models.archs", "params"),
+              modules=("formats.onnx_export", "formats.model_io", "formats.onnx_paths", "models.hf", "models.embedding", "models.slim", "models.archs", "params"),
               packages=("torch", "transformers", "onnx", "onnxscript", "onnxruntime"))
 
 

@@ -29,7 +29,7 @@ from recipes.wiring.stage import Stage, tagged
 if TYPE_CHECKING:
     from recipes.wiring.graph import Graph, Model
 
-OUTPUT_NAME = "logits"
+OUTPUT_NAME = "logits"  # a classifier's; an embedding model's is "sentence_embedding", as in its ONNX
 
 
 @dataclass(frozen=True)
@@ -56,16 +56,21 @@ class OpenVinoArgs:
 
 
 def convert(args: OpenVinoArgs) -> Any:
-    """The fp32 ov.Model of the source, with its one output named `logits`."""
+    """The fp32 ov.Model of the source, with its one output named as the exported ONNX names it (logits, or an
+    embedding model's "sentence_embedding")."""
     import openvino as ov
+
+    from recipes.models.embedding import OUTPUT_NAME as EMBEDDING, read_pooling
 
     if args.source == "onnx":
         model = ov.convert_model(str(args.src))
+        embedding = EMBEDDING in model.outputs[0].get_names()
     else:
         model = _convert_pytorch(args)
+        embedding = read_pooling(args.src) is not None
     if len(model.outputs) != 1:
         raise StageError(f"{args.src}: expected one output (the logits), the converted model has {len(model.outputs)}")
-    model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    model.outputs[0].get_tensor().set_names({EMBEDDING if embedding else OUTPUT_NAME})
     return model
 
 
@@ -267,7 +272,7 @@ def build(args: OpenVinoArgs) -> dict[str, Any]:
 
 STAGE = Stage("openvino", OpenVinoArgs, build,
               modules=("formats.openvino_ir", "formats.openvino_params", "formats.model_io", "inputs.data", "textenc", "params",
-                       "models.hf", "models.slim", "models.archs", "runtime.cpu_features", "runtime.tokenize"),
+                       "models.hf", "models.embedding", "models.slim", "models.archs", "runtime.cpu_features", "runtime.tokenize"),
               packages=("openvino", "nncf", "onnxruntime", "torch", "transformers"))
 
 

@@ -226,7 +226,7 @@ def build(args: PteArgs) -> dict[str, Any]:
 
 
 STAGE = Stage("pte", PteArgs, build,
-              modules=("formats.pte", "formats.qat_int8", "formats.qat_files", "formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf",
+              modules=("formats.pte", "formats.qat_int8", "formats.qat_files", "formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf", "models.embedding",
                        "models.slim", "models.archs", "formats.model_io", "params"),
               packages=("torch", "transformers", "executorch", "torchao"))
 

@@ -97,7 +97,7 @@ def build(args: PtlArgs) -> dict[str, Any]:
 
 
 STAGE = Stage("ptl", PtlArgs, build,
-              modules=("formats.ptl", "formats.dynamic_int8", "formats.quantize_torch", "measure.mobile_runners", "models.hf",
+              modules=("formats.ptl", "formats.dynamic_int8", "formats.quantize_torch", "measure.mobile_runners", "models.hf", "models.embedding",
                        "models.slim", "models.archs", "formats.model_io"),
               packages=("torch", "transformers"))
 

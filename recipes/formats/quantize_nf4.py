@@ -241,7 +241,7 @@ def build(args: Nf4Args) -> dict[str, Any]:
 
 
 STAGE = Stage("quantize_nf4", Nf4Args, build,
-              modules=("formats.quantize_nf4", "measure.nf4_runner", "models.hf", "models.slim", "textenc", "inputs.data",
+              modules=("formats.quantize_nf4", "measure.nf4_runner", "models.hf", "models.embedding", "models.slim", "textenc", "inputs.data",
                        "models.archs", "inputs.checkpoint", "params", "runtime.nf4", "runtime.tokenize"),
               packages=("torch", "transformers", "bitsandbytes", "accelerate", "safetensors", "tokenizers"))
 

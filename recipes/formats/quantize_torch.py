@@ -283,7 +283,7 @@ def build(args: TorchInt8Args) -> dict[str, Any]:
 
 
 STAGE = Stage("torch_int8", TorchInt8Args, build,
-              modules=("formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf", "models.slim",
+              modules=("formats.quantize_torch", "formats.dynamic_int8", "measure.mobile_runners", "models.hf", "models.embedding", "models.slim",
                        "models.archs", "formats.model_io"),
               packages=("torch", "transformers"))
 

@@ -31,6 +31,8 @@ class CheckpointInfo:
     vocab_size: int
     # Files that make up the checkpoint, as SCons sources (sorted).
     files: tuple[Path, ...]
+    # A sentence-transformers directory's own files (modules.json, the pooling config): an embedding model.
+    sentence_transformers_files: tuple[Path, ...] = ()
 
 
 def safetensors_names(path: Path) -> list[str]:
@@ -86,7 +88,25 @@ def inspect(model_dir: Path) -> CheckpointInfo:
         max_positions=int(config.get("max_position_embeddings", 512)),
         vocab_size=int(config.get("vocab_size", 0)),
         files=tuple(sorted(files)),
+        sentence_transformers_files=sentence_transformers_files(root),
     )
+
+
+def sentence_transformers_files(root: Path) -> tuple[Path, ...]:
+    """modules.json and the files of its modules that say how the model pools (none: not a sentence-transformers
+    directory). Their content is checked by the embedder stage (recipes/models/embedding.py)."""
+    modules = root / "modules.json"
+    if not modules.is_file():
+        return ()
+    found = [modules] + [root / name for name in ("sentence_bert_config.json", "config_sentence_transformers.json")
+                         if (root / name).is_file()]
+    try:
+        listed = json.loads(modules.read_text(encoding="utf-8"))
+        paths = [m.get("path") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        paths = []  # the embedder stage reports what is wrong with it, in one line
+    found += [root / p / "config.json" for p in paths if isinstance(p, str) and p and (root / p / "config.json").is_file()]
+    return tuple(found)
 
 
 def default_model_dir() -> Path:

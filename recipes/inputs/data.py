@@ -65,6 +65,8 @@ class DataParams:
     eval_fraction: float = bounded(0.2, min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
     # Labels in model order when the checkpoint already has a trained head.
     model_labels: tuple[str, ...] = ()
+    # An embedding build (task = "embedding") reads texts only: a label column, if any, is not read.
+    texts_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,10 @@ def _to_examples(rows: list[dict[str, Any]], path: Path, params: DataParams) -> 
         wanted = f"text column {params.text_column!r}" if params.text_column else f"a text column ({', '.join(TEXT_COLUMNS)})"
         raise DataError(f"{path}: no {wanted}; columns found: {', '.join(map(str, columns))}; pass text_column=NAME")
     label_col = params.label_column
-    if label_col not in columns:
-        raise DataError(f"{path}: no label column {label_col!r}; columns found: {', '.join(map(str, columns))}; pass label_column=NAME")
+    if label_col not in columns and not params.texts_only:
+        raise DataError(f"{path}: no label column {label_col!r}; columns found: {', '.join(map(str, columns))}; pass "
+                        "label_column=NAME, or, for texts without labels, build a sentence-embedding model "
+                        "(task=embedding, with a sentence-transformers checkpoint)")
     has_id = "id" in columns
 
     parsed: list[tuple[int, str, str, str]] = []  # (row, id, text, label)
@@ -233,14 +237,17 @@ def _to_examples(rows: list[dict[str, Any]], path: Path, params: DataParams) -> 
         text, raw = row.get(text_col), row.get(label_col)
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{path}: row {row_no}: empty or missing {text_col!r}; fill in the text or remove the row")
+        if params.texts_only:
+            raw = ""  # a label column, if any, is not read: every text is an example of the same kind
         try:
             label = normalize_label(raw)  # the one label rule: see the module docstring
         except ValueError as e:
             invalid.append((row_no, raw, str(e)))
             continue
-        if label is None:
+        if label is None and not params.texts_only:
             missing.append((row_no, raw))
             continue
+        label = label or ""
         text = text.strip()
         if has_id and _missing(row["id"]):
             no_id.append(row_no)
@@ -390,6 +397,8 @@ def prepare(src: Path, eval_src: Path | None, dst: Path, params: DataParams) -> 
         eval_rows = rows
     if not train or not eval_examples:
         raise DataError(f"{src}: the split left {len(train)} train and {len(eval_examples)} eval examples; add data or change eval_fraction")
+    if params.texts_only:
+        return _write_texts(src, eval_src, dst, train, eval_examples, dropped, warnings)
     labels = order_labels((e.label for e in train + eval_examples), params.model_labels, str(src))
     if eval_src is not None:
         _check_eval_only_classes(train, eval_examples, eval_rows, params.model_labels, f"eval_data {eval_src}",
@@ -408,6 +417,26 @@ def prepare(src: Path, eval_src: Path | None, dst: Path, params: DataParams) -> 
         },
         "warnings": warnings,
     }
+    with atomic_dir(dst) as tmp:
+        _write_jsonl(tmp / "train.jsonl", train)
+        _write_jsonl(tmp / "eval.jsonl", eval_examples)
+        (tmp / "data.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return summary
+
+
+# recall@10 (recipes/measure/embedding_metrics.py) ranks each eval text's ten nearest other eval texts.
+MIN_EMBEDDING_EVAL = 11
+
+
+def _write_texts(src: Path, eval_src: Path | None, dst: Path, train: list[Example], eval_examples: list[Example],
+                 dropped: int, warnings: list[str]) -> dict[str, Any]:
+    """The splits of an embedding build: texts without labels."""
+    if len(eval_examples) < MIN_EMBEDDING_EVAL:
+        where = f"eval_data {eval_src}" if eval_src is not None else f"the eval split of {src}"
+        raise DataError(f"{where}: {len(eval_examples)} texts; an embedding build measures recall@10 over the eval "
+                        f"texts and needs at least {MIN_EMBEDDING_EVAL}; add texts, or raise eval_fraction")
+    summary = {"labels": [], "task": "embedding", "train": len(train), "eval": len(eval_examples),
+               "dropped_duplicates": dropped, "warnings": warnings}
     with atomic_dir(dst) as tmp:
         _write_jsonl(tmp / "train.jsonl", train)
         _write_jsonl(tmp / "eval.jsonl", eval_examples)

@@ -100,8 +100,8 @@ def verdict(metrics: dict[str, Any], budget: Budget) -> tuple[bool, str]:
 
 
 STAGE = Stage("quick_eval", QuickEvalArgs, quick_eval,
-                    modules=("measure.accuracy_screen", "measure.budget", "measure.evaluate", "measure.runners",
-                             "measure.nf4_runner", "measure.mobile_runners", "textenc", "inputs.data", "models.hf",
+                    modules=("measure.accuracy_screen", "measure.budget", "measure.evaluate", "measure.embedding_metrics", "measure.runners",
+                             "measure.nf4_runner", "measure.mobile_runners", "textenc", "inputs.data", "models.hf", "models.embedding",
                              "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize",
                              "runtime.openvino_backend", "runtime.cpu_features"),
                     packages=("torch", "transformers", "onnxruntime", "tokenizers", "bitsandbytes", "executorch", "openvino"))

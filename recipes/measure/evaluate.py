@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 # numpy is imported inside functions: SCons imports this module while reading the build files.
 
+from recipes.errors import StageError
 from recipes.fsutil import atomic_path, write_json
 from recipes.inputs.data import load_labels, load_split
 from recipes.measure.runners import NotMeasurable, open_runner
@@ -46,7 +47,9 @@ def artifact_size(path: Path) -> int:
 
 def evaluate(fmt: str, artifact: Path, size_paths: list[Path], data_dir: Path, tokenizer_json: Path, max_length: int,
              input_names: tuple[str, ...], dst_metrics: Path, dst_logits: Path, teacher_logits: Path | None = None,
-             batch_size: int = EVAL_BATCH) -> dict[str, Any]:
+             batch_size: int = EVAL_BATCH, task: str = "classification") -> dict[str, Any]:
+    """The metrics of one artifact; `dst_logits` keeps its outputs (logits, or sentence vectors for task
+    "embedding") for the artifacts compared with it."""
     import numpy as np
     labels = load_labels(data_dir / "data.json")
     examples = load_split(data_dir / "eval.jsonl")
@@ -66,6 +69,8 @@ def evaluate(fmt: str, artifact: Path, size_paths: list[Path], data_dir: Path, t
         batch = examples[start:start + batch_size]
         chunks.append(runner(encoder.encode([e.text for e in batch], input_names)))
     logits = np.concatenate(chunks).astype(np.float32)
+    if task == "embedding":
+        return _embedding_metrics(logits, teacher_logits, examples, sizes, dst_metrics, dst_logits)
     gold = np.array([labels.index(e.label) for e in examples])
     pred = logits.argmax(axis=1)
     metrics: dict[str, Any] = {
@@ -82,6 +87,29 @@ def evaluate(fmt: str, artifact: Path, size_paths: list[Path], data_dir: Path, t
     with atomic_path(dst_logits) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, logits)
+    write_json(dst_metrics, metrics)
+    return metrics
+
+
+def _embedding_metrics(vectors, teacher_vectors: Path | None, examples, sizes: dict[str, int], dst_metrics: Path,
+                       dst_vectors: Path) -> dict[str, Any]:
+    """Cosine and neighbour fidelity against the teacher's vectors (the teacher itself: 1 by definition)."""
+    import numpy as np
+
+    from recipes.measure.embedding_metrics import compare
+
+    if not np.isfinite(vectors).all():
+        raise StageError(f"{dst_vectors}: the artifact's sentence vectors contain NaN or infinity; it is broken, "
+                         "do not ship it")
+    reference = np.load(teacher_vectors) if teacher_vectors is not None else vectors
+    try:
+        metrics: dict[str, Any] = {"examples": len(examples), "dimension": int(vectors.shape[1]),
+                                   **compare(vectors, reference), **sizes}
+    except ValueError as e:
+        raise StageError(f"{dst_vectors}: {e}") from None
+    with atomic_path(dst_vectors) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, vectors)
     write_json(dst_metrics, metrics)
     return metrics
 
@@ -106,16 +134,17 @@ class EvaluateArgs:
     logits: Path
     teacher_logits: Path | None
     batch_size: int
+    task: str = "classification"
 
 
 def build(args: EvaluateArgs) -> dict[str, Any]:
     return evaluate(args.fmt, args.artifact, list(args.size_paths), args.data_dir, args.tokenizer_json, args.max_length,
-                    args.input_names, args.metrics, args.logits, args.teacher_logits, args.batch_size)
+                    args.input_names, args.metrics, args.logits, args.teacher_logits, args.batch_size, args.task)
 
 
 STAGE = Stage("evaluate", EvaluateArgs, build,
-              modules=("measure.evaluate", "measure.runners", "measure.nf4_runner", "measure.mobile_runners", "textenc",
-                       "inputs.data", "models.hf", "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize",
+              modules=("measure.evaluate", "measure.embedding_metrics", "measure.runners", "measure.nf4_runner", "measure.mobile_runners", "textenc",
+                       "inputs.data", "models.hf", "models.embedding", "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize",
                        "runtime.openvino_backend", "runtime.cpu_features"),
               packages=("torch", "transformers", "onnxruntime", "tokenizers", "bitsandbytes", "executorch", "openvino"))
 
@@ -127,12 +156,12 @@ def declare(g: "Graph", fmt: str, artifact: Path, artifact_files: list[Path], te
         or artifact_files
     identity = {"fmt": fmt, "artifact": artifact, "size_paths": size_paths, "data_dir": g.data_dir,
                 "tokenizer_json": teacher.tokenizer, "max_length": max_length, "input_names": g.input_names,
-                "teacher_logits": teacher_logits}
+                "teacher_logits": teacher_logits, "task": g.profile.task or "classification"}
     out = g.stage_dir("eval", identity)
     args = EvaluateArgs(fmt=fmt, artifact=artifact, size_paths=tuple(size_paths), data_dir=g.data_dir,
                         tokenizer_json=teacher.tokenizer, max_length=max_length, input_names=g.input_names,
                         metrics=out / "metrics.json", logits=out / "logits.npy", teacher_logits=teacher_logits,
-                        batch_size=EVAL_BATCH)
+                        batch_size=EVAL_BATCH, task=g.profile.task or "classification")
     sources = list(artifact_files) + [g.data_dir / "eval.jsonl", g.data_dir / "data.json", teacher.tokenizer]
     # Whether an OpenVINO artifact can run at its precision here (bf16) depends on this host's CPU:
     # a build directory moved to another host re-evaluates it.

@@ -221,7 +221,7 @@ def measured_on() -> dict[str, Any]:
 
 STAGE = Stage("latency", LatencyArgs, build,
               modules=("measure.latency", "measure.runners", "measure.nf4_runner", "measure.mobile_runners", "textenc",
-                       "inputs.data", "models.hf", "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize",
+                       "inputs.data", "models.hf", "models.embedding", "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize",
                        "runtime.openvino_backend", "runtime.cpu_features"),
               lock="exclusive")
 

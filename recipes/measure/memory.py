@@ -166,7 +166,7 @@ def build(args: LatencyArgs) -> dict[str, Any]:
 
 STAGE = Stage("memory", LatencyArgs, build,
               modules=("measure.memory", "measure.latency", "measure.runners", "measure.nf4_runner",
-                       "measure.mobile_runners", "textenc", "inputs.data", "models.hf", "models.slim", "models.archs",
+                       "measure.mobile_runners", "textenc", "inputs.data", "models.hf", "models.embedding", "models.slim", "models.archs",
                        "params", "runtime.nf4", "runtime.tokenize", "runtime.openvino_backend", "runtime.cpu_features"))
 
 

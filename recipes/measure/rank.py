@@ -39,8 +39,8 @@ def rank(args: RankArgs) -> dict[str, Any]:
 
 
 STAGE = Stage("rank", RankArgs, rank, modules=("measure.rank", "measure.accuracy_screen", "measure.budget",
-                                               "measure.evaluate", "measure.runners", "measure.nf4_runner",
-                                               "measure.mobile_runners", "textenc", "inputs.data", "models.hf",
+                                               "measure.evaluate", "measure.embedding_metrics", "measure.runners", "measure.nf4_runner",
+                                               "measure.mobile_runners", "textenc", "inputs.data", "models.hf", "models.embedding",
                                                "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize",
                                                "runtime.openvino_backend", "runtime.cpu_features"))
 

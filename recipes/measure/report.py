@@ -47,6 +47,15 @@ class Gates:
     # eval examples on which this one predicts the same label as a sibling. The same int8 program in
     # another runtime; below this, an export or a lowering is wrong.
     min_format_agreement: Optional[float] = bounded(0.98, min=0.0, max=1.0)
+    # Embedding builds (task = "embedding"; recipes/measure/embedding_metrics.py): the mean cosine similarity of
+    # the artifact's vectors to the teacher's, and recall@10 of its nearest neighbours against the teacher's.
+    min_cosine: Optional[float] = bounded(None, min=-1.0, max=1.0)
+    min_recall_at_10: Optional[float] = bounded(None, min=0.0, max=1.0)
+
+# The gates that judge a classifier, and those that judge an embedding model (recipes/wiring/task.py).
+# (min_format_agreement, which has a default, compares QAT siblings: an embedding build has no QAT model.)
+CLASSIFICATION_GATES = ("min_accuracy_ratio", "min_agreement", "min_teacher_accuracy")
+EMBEDDING_GATES = ("min_cosine", "min_recall_at_10")
 
 MB = 1_000_000
 
@@ -55,11 +64,37 @@ def _load(path: str) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+# The quality columns of each task's report: (heading, key in the row, how it is shown).
+QUALITY = {
+    "classification": (("accuracy", "accuracy", "pct"), ("agreement", "agreement", "pct"),
+                       ("max abs logit diff", "max_abs_logit_diff", "diff")),
+    "embedding": (("cosine mean", "cosine_mean", "diff"), ("cosine p1", "cosine_p1", "diff"),
+                  ("recall@10", "recall_at_10", "pct")),
+}
+QUALITY_NOTE = {
+    "classification": "Agreement: share of eval examples where the artifact predicts the teacher's label.",
+    "embedding": "Cosine: similarity of each eval text's vector to the teacher's vector of the same text (mean, and "
+                 "the 1st percentile). Recall@10: share of each eval text's 10 nearest eval texts (by the artifact's "
+                 "vectors) that are among its 10 nearest by the teacher's, averaged.",
+}
+# The measure each task's plot puts on its y axis.
+HEADLINE = {"classification": ("accuracy", "accuracy (%)"), "embedding": ("recall_at_10", "recall@10 vs the teacher (%)")}
+
+
+def measured(row: dict[str, Any]) -> bool:
+    """Whether the artifact ran on this host (else its quality and speed are not measured, only its size)."""
+    return row.get("accuracy") is not None or row.get("cosine_mean") is not None
+
+
 def check_gates(row: dict[str, Any], gates: dict[str, Any], teacher_accuracy: float, largest_batch: str) -> list[str]:
     """Failed gates of one artifact, each 'measure value < or > limit'."""
     failures = []
-    if row.get("accuracy") is None:  # not measured on this host: only what does not need running it is checked
+    if not measured(row):  # not measured on this host: only what does not need running it is checked
         gates = {k: v for k, v in gates.items() if k == "max_size_mb"}
+    if gates.get("min_cosine") is not None and row["cosine_mean"] < gates["min_cosine"]:
+        failures.append(f"mean cosine {row['cosine_mean']:.4f} < min_cosine {gates['min_cosine']}")
+    if gates.get("min_recall_at_10") is not None and row["recall_at_10"] < gates["min_recall_at_10"]:
+        failures.append(f"recall@10 {row['recall_at_10']:.3f} < min_recall_at_10 {gates['min_recall_at_10']}")
     if gates.get("min_accuracy_ratio") is not None and teacher_accuracy > 0:
         ratio = row["accuracy"] / teacher_accuracy
         if ratio < gates["min_accuracy_ratio"]:
@@ -84,7 +119,7 @@ def gate_status(row: dict[str, Any], gates: dict[str, Any]) -> str:
     """pass, FAIL: ..., or which gates could not be checked because the artifact was not measured here."""
     if row["gates"]:
         return "FAIL: " + "; ".join(row["gates"])
-    if row.get("accuracy") is None:
+    if not measured(row):
         skipped = [k for k, v in gates.items() if v is not None and k != "max_size_mb"]
         return f"unchecked ({', '.join(skipped) or 'no gates'}): not measured on this build host"
     if gates.get("max_peak_memory_mb") is not None and row.get("peak_memory_mb") is None:
@@ -230,7 +265,7 @@ def compute_summary(latency: dict[str, Any], ops: dict[str, Any]) -> dict[str, A
 def build_report(target: str, profile_source: str, teacher: dict[str, Any], artifacts: list[dict[str, Any]],
                  latency_path: str, models: dict[str, str] | None = None, ops: dict[str, str] | None = None,
                  parity_groups: dict[str, list[dict[str, Any]]] | None = None,
-                 memory_path: str | None = None) -> dict[str, Any]:
+                 memory_path: str | None = None, task: str = "classification") -> dict[str, Any]:
     latency = _load(latency_path)
     memory = _load(memory_path) if memory_path else {"peak_mb": {}, "not_measured": {}}
     batches = [str(b) for b in sorted(int(b) for b in next(iter(latency["median_ms"].values())))]
@@ -241,7 +276,8 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
     compute = compute_summary(latency, counted)
     rows = [{"name": "teacher", "format": teacher["format"], "precision": "fp32", "runtime": "pytorch",
              "model": "teacher", "lineage": "teacher",
-             **t_metrics, "agreement": 1.0, "max_abs_logit_diff": 0.0, "latency_ms": t_latency,
+             **t_metrics, **({"agreement": 1.0, "max_abs_logit_diff": 0.0} if task == "classification" else {}),
+             "latency_ms": t_latency,
              "speedup": {b: 1.0 for b in t_latency}, "peak_memory_mb": memory["peak_mb"].get("teacher"),
              "gates": [], "gate_status": "-", "built": True}]
     rows[0].update(arithmetic(rows[0], counted.get("teacher"), compute["peaks"], True, None))
@@ -265,11 +301,11 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
             row["build"] = _load(art["details"])
             row["note"] = "; ".join(n for n in (row["note"], build_note(row["build"])) if n)
         if m.get("measured") is False:
-            row.update(accuracy=None, agreement=None, max_abs_logit_diff=None)
+            row.update({key: None for _, key, _ in QUALITY[task]})
             row["note"] = "; ".join(n for n in (m["not_measured"], row["note"]) if n)
         elif art["name"] in memory.get("not_measured", {}):
             row["note"] = "; ".join(n for n in (row["note"], "peak memory " + memory["not_measured"][art["name"]]) if n)
-        row["gates"] = check_gates(row, art["gates"], t_metrics["accuracy"], largest)
+        row["gates"] = check_gates(row, art["gates"], t_metrics.get("accuracy", 0.0), largest)
         row["gate_status"] = gate_status(row, art["gates"])
         failures += [f"{art['name']}: {g}" for g in row["gates"]]
         rows.append(row)
@@ -278,6 +314,7 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
     return {
         "target": target,
         "profile": profile_source,
+        "task": task,
         "eval_examples": t_metrics["examples"],
         # Where the numbers came from, so tools (bench/sst2.py) can compare more artifacts on the same inputs.
         "inputs": {"teacher_dir": teacher.get("model_dir"), "data_dir": teacher.get("data_dir"),
@@ -301,6 +338,8 @@ def teacher_checks(teacher: dict[str, Any], t_metrics: dict[str, Any]) -> tuple[
     """The teacher's absolute gate, and loud warnings: a teacher no better than the majority class, the data stage's warnings."""
     failures, warnings = [], []
     floor = teacher.get("min_accuracy")
+    if "accuracy" not in t_metrics:  # an embedding teacher: the reference itself, nothing to judge it by
+        floor = None
     if floor is not None and t_metrics["accuracy"] < floor:
         failures.append(f"teacher: accuracy {t_metrics['accuracy']:.3f} < min_teacher_accuracy {floor}")
     majority = t_metrics.get("majority_accuracy")
@@ -406,7 +445,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{lat['threads']} threads, all artifacts timed side by side in interleaved rounds on {measured_where(report)}, "
         "each runtime in its own process." + _memory_sentence(report),
         "",
-        "| artifact | model | format | precision | accuracy | agreement | max abs logit diff | size MB | gzip MB | size vs fp32 | peak MiB | "
+        "| artifact | model | format | precision | " + " | ".join(h for h, _, _ in QUALITY[_task(report)])
+        + " | size MB | gzip MB | size vs fp32 | peak MiB | "
         + " | ".join(f"b{x} ms" for x in b) + " | " + " | ".join(f"speed-up b{x}" for x in b) + " | "
         + " | ".join(arithmetic_head(b)) + " | gates |",
         "|" + "---|" * (11 + 2 * len(b) + len(arithmetic_head(b)) + 1),
@@ -414,8 +454,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines[2:2] = [f"**WARNING: {w}**\n" for w in report.get("warnings", [])]
     for r in report["artifacts"]:
         cells = [
-            r["name"], r["model"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
-            _diff(r.get("max_abs_logit_diff", 0.0)), f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
+            r["name"], r["model"], r["format"], r["precision"], *quality_cells(report, r),
+            f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
             f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-", _mib(r.get("peak_memory_mb")),
         ]
         cells += [f"{r['latency_ms'][x]:.2f}" if x in r["latency_ms"] else "n/a" for x in b]
@@ -423,7 +463,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells += arithmetic_cells(r, b)
         cells.append(r.get("gate_status") or "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Agreement: share of eval examples where the artifact predicts the teacher's label. "
+    lines += ["", QUALITY_NOTE[_task(report)] + " "
               f"Size vs fp32: against {report['size_reference']}. Speed-up: teacher latency (PyTorch) / artifact latency.", ""]
     notes = [f"- `{r['name']}`: {r['note']}" for r in report["artifacts"] if r.get("note")]
     if notes:
@@ -439,6 +479,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["gate_failures"]:
         lines += ["## Gate failures", ""] + [f"- {f}" for f in report["gate_failures"]] + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _task(report: dict[str, Any]) -> str:
+    return report.get("task") or "classification"
+
+
+def quality_cells(report: dict[str, Any], r: dict[str, Any]) -> list[str]:
+    shown = {"pct": _pct, "diff": _diff}
+    return [shown[how](r.get(key)) for _, key, how in QUALITY[_task(report)]]
 
 
 def _mib(x: float | None) -> str:
@@ -467,17 +516,18 @@ def _lineages(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def plot_png(report: dict[str, Any], dst: Path) -> None:
-    """Accuracy against batch-1 latency, size and peak memory, one point per artifact."""
+    """Accuracy (an embedding's recall@10) against batch-1 latency, size and peak memory, one point per artifact."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on build hosts
     import matplotlib.pyplot as plt
 
     fig, (ax_lat, ax_size, ax_mem) = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
+    key, label = HEADLINE[_task(report)]
     for r in report["artifacts"]:
-        if r["accuracy"] is None:
+        if r.get(key) is None:
             continue  # not measured on this host
-        acc = 100 * r["accuracy"]
+        acc = 100 * r[key]
         marker = "*" if r["name"] == "teacher" else ("x" if r["gates"] else "o")
         if "1" in r["latency_ms"]:
             ax_lat.scatter(r["latency_ms"]["1"], acc, marker=marker, s=60)
@@ -491,9 +541,9 @@ def plot_png(report: dict[str, Any], dst: Path) -> None:
     ax_size.set_xlabel("size (MB)")
     ax_mem.set_xlabel("peak memory (MiB over the runtime's baseline)")
     for ax in (ax_lat, ax_size, ax_mem):
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-    fig.suptitle(f"{report['target']}: accuracy vs latency, size and peak memory ({report['eval_examples']} eval examples; x = gate failed)")
+    fig.suptitle(f"{report['target']}: {label.split(' (')[0]} vs latency, size and peak memory ({report['eval_examples']} eval examples; x = gate failed)")
     fig.tight_layout()
     with atomic_path(dst) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
@@ -506,12 +556,11 @@ def render_html(report: dict[str, Any], png: Path) -> str:
     import html
 
     b = report["batches"]
-    head = ["artifact", "model", "format", "precision", "accuracy", "agreement", "max abs logit diff", "size MB",
+    head = ["artifact", "model", "format", "precision", *(h for h, _, _ in QUALITY[_task(report)]), "size MB",
             "gzip MB", "size vs fp32", "peak MiB"] + [f"b{x} ms" for x in b] + [f"speed-up b{x}" for x in b] + arithmetic_head(b) + ["gates"]
     rows = []
     for r in report["artifacts"]:
-        cells = [r["name"], r["model"], r["format"], r["precision"], _pct(r["accuracy"]), _pct(r.get("agreement")),
-                 _diff(r.get("max_abs_logit_diff", 0.0)), f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
+        cells = [r["name"], r["model"], r["format"], r["precision"], *quality_cells(report, r), f"{r['size_bytes'] / MB:.1f}", f"{r['compressed_bytes'] / MB:.1f}",
                  f"{r['size_vs_fp32']:.2f}" if "size_vs_fp32" in r else "-", _mib(r.get("peak_memory_mb"))]
         cells += [f"{r['latency_ms'][x]:.2f}" if x in r["latency_ms"] else "n/a" for x in b]
         cells += [f"{r['speedup'][x]:.2f}x" if x in r["speedup"] else "n/a" for x in b]
@@ -544,7 +593,7 @@ in interleaved rounds on {html.escape(measured_where(report))}.{html.escape(_mem
 <table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>
 {chr(10).join(rows)}
 </table>
-<p>Agreement: share of eval examples where the artifact predicts the teacher's label. Size vs fp32: against {html.escape(report['size_reference'])}.
+<p>{html.escape(QUALITY_NOTE[_task(report)])} Size vs fp32: against {html.escape(report['size_reference'])}.
 Speed-up: teacher latency (PyTorch) / artifact latency.</p>
 {notes_html}{arithmetic_html}{parity_html(report.get("parity") or {})}<h2>Models</h2><ul>{lineages}</ul>
 {'<h2>Gate failures</h2><ul>' + failures + '</ul>' if failures else ''}
@@ -574,12 +623,13 @@ class ReportArgs:
     out_md: Path
     out_html: Path
     out_png: Path
+    task: str = "classification"
 
 
 def build(args: ReportArgs) -> dict[str, Any]:
     source = args.profile_source.as_posix()
     report = build_report(args.target, source, args.teacher, list(args.artifacts), str(args.latency), args.models, args.ops,
-                          args.parity_groups, str(args.memory))
+                          args.parity_groups, str(args.memory), args.task)
     for warning in report["warnings"]:
         print(f"edgesmith: WARNING: {warning}", file=sys.stderr)
     write_json(args.out_json, report)

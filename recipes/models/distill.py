@@ -147,7 +147,7 @@ def build(args: DistillArgs) -> dict[str, Any]:
 
 STAGE = Stage("distill", DistillArgs, build,
               modules=("models.distill", "models.training", "models.model_dir", "models.teacher_logits", "inputs.checkpoint",
-                       "inputs.data", "models.hf", "models.slim", "models.archs", "textenc", "params", "runtime.tokenize"),
+                       "inputs.data", "models.hf", "models.embedding", "models.slim", "models.archs", "textenc", "params", "runtime.tokenize"),
               packages=("torch", "transformers", "tokenizers"))
 
 

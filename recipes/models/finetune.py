@@ -84,7 +84,7 @@ def build(args: FinetuneArgs) -> dict[str, Any]:
 
 STAGE = Stage("finetune", FinetuneArgs, build,
               modules=("models.finetune", "models.training", "models.model_dir", "inputs.checkpoint", "inputs.data",
-                       "models.hf", "models.slim", "models.archs", "textenc", "params", "runtime.tokenize"),
+                       "models.hf", "models.embedding", "models.slim", "models.archs", "textenc", "params", "runtime.tokenize"),
               packages=("torch", "transformers", "tokenizers"))
 
 

@@ -89,9 +89,14 @@ def load_classifier(model_dir: Path, attention: str = "sdpa", new_head: bool = F
     from recipes.models.archs import arch_for
     from recipes.models.slim import HEADS_KEY, build_model
 
+    from recipes.models.embedding import read_pooling
+
     verify_model_dir(model_dir)
     raw = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
     check_vocabulary(model_dir, int(raw.get("vocab_size", 0)))
+    pooling = read_pooling(model_dir)
+    if pooling is not None:  # a sentence-embedding model (recipes/models/embedding.py): encoder + pooling
+        return load_embedding(model_dir, pooling, attention)
     if raw.get(HEADS_KEY) and not config_overrides:
         # Head-pruned: build the smaller layers first, then load strictly.
         from safetensors.torch import load_file
@@ -113,6 +118,29 @@ def load_classifier(model_dir: Path, attention: str = "sdpa", new_head: bool = F
     body_roots = {model.base_model_prefix} | {name for name, _ in model.base_model.named_children()}
     check_loading(model_dir, info, arch.head_prefixes, body_roots, new_head)
     return model.eval()
+
+
+def load_embedding(model_dir: Path, pooling, attention: str = "sdpa"):
+    """The encoder of `model_dir` with `pooling` (an embedding.PoolingSpec) after it, every tensor checked.
+
+    The checkpoint may name its tensors with or without the task prefix (bert.encoder... or encoder...). A
+    pooler layer the checkpoint lacks is dropped, not initialised: the sentence vector never reads it."""
+    quiet_transformers()
+    from transformers import AutoModel
+
+    from recipes.models.embedding import make_embedding_model
+
+    verify_model_dir(model_dir)
+    encoder, info = AutoModel.from_pretrained(
+        str(model_dir), local_files_only=True, use_safetensors=True, attn_implementation=attention,
+        ignore_mismatched_sizes=True, output_loading_info=True)
+    pooler_missing = any(k.startswith("pooler.") for k in info.get("missing_keys") or [])
+    info = dict(info, missing_keys=[k for k in info.get("missing_keys") or [] if not k.startswith("pooler.")])
+    body_roots = {encoder.base_model_prefix} | {name for name, _ in encoder.named_children()}
+    check_loading(model_dir, info, (), body_roots, False)
+    if pooler_missing and getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return make_embedding_model(encoder, pooling).eval()
 
 
 def set_threads(threads: int) -> None:

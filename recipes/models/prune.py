@@ -232,7 +232,7 @@ def build(args: PruneArgs) -> dict[str, Any]:
 
 STAGE = Stage("prune", PruneArgs, build,
               modules=("models.prune", "models.movement", "models.distill", "models.training", "models.teacher_logits",
-                       "models.model_dir", "inputs.checkpoint", "inputs.data", "models.slim", "models.archs", "models.hf",
+                       "models.model_dir", "inputs.checkpoint", "inputs.data", "models.slim", "models.archs", "models.hf", "models.embedding",
                        "textenc", "params", "runtime.tokenize"),
               packages=("torch", "transformers", "tokenizers"))
 

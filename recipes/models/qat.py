@@ -421,7 +421,7 @@ def write_qat_dir(model: Any, tokenizer_dir: Path, dst: Path, record: dict[str, 
 
 STAGE = Stage("qat", QatArgs, build,
               modules=("models.qat", "formats.qat_files", "formats.onnx_paths", "models.training", "models.distill", "models.model_dir", "models.teacher_logits",
-                       "inputs.checkpoint", "inputs.data", "models.hf", "models.slim", "models.archs",
+                       "inputs.checkpoint", "inputs.data", "models.hf", "models.embedding", "models.slim", "models.archs",
                        "formats.quantize_torch", "formats.dynamic_int8", "formats.model_io", "measure.mobile_runners", "textenc", "params",
                        "runtime.tokenize"),
               packages=("torch", "transformers", "tokenizers", "torchao", "onnx", "onnxscript", "onnxruntime"))

@@ -95,7 +95,7 @@ def build(args: TeacherLogitsArgs) -> int:
 
 
 STAGE = Stage("teacher_logits", TeacherLogitsArgs, build,
-              modules=("models.teacher_logits", "models.hf", "textenc", "inputs.data", "models.slim", "models.archs", "params", "runtime.tokenize"),
+              modules=("models.teacher_logits", "models.hf", "models.embedding", "textenc", "inputs.data", "models.slim", "models.archs", "params", "runtime.tokenize"),
               packages=("torch", "transformers", "tokenizers"))
 
 

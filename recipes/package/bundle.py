@@ -51,7 +51,8 @@ def toolchain_versions(packages: tuple[str, ...] = TOOLCHAIN_PACKAGES) -> dict[s
 
 
 def build_manifest(root: Path, meta: dict[str, Any], artifacts: list[dict[str, Any]], io_spec: dict[str, Any],
-                   labels: list[str]) -> dict[str, Any]:
+                   labels: list[str], embedding: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`embedding`: a sentence-embedding bundle's vector size and pooling (None: a classifier, with `labels`)."""
     files = dir_manifest(root)
     by_path = {f["path"]: f for f in files}
     arts = []
@@ -60,9 +61,10 @@ def build_manifest(root: Path, meta: dict[str, Any], artifacts: list[dict[str, A
         arts.append({**art, "sha256": entry["sha256"], "size": entry["size"]})
     return {
         "schema": SCHEMA,
+        "task": "embedding" if embedding else "classification",
         "target": meta["target"],
         "device": meta["device"],
-        "model": {**meta["model"], "labels": labels},
+        "model": {**meta["model"], "labels": labels, **({"embedding": embedding} if embedding else {})},
         "tokenizer": {"path": "tokenizer/tokenizer.json", "max_length": meta["max_length"]},
         "inputs": io_spec["inputs"],
         "outputs": io_spec["outputs"],
@@ -95,6 +97,8 @@ class BundleArgs:
     selection: Optional[Path] = None
     # The report: where latency was measured (the build host, or the device's node under executor=ray).
     report_json: Optional[Path] = None
+    # An embedding build's teacher pooling.json (recipes/models/embedding.py): the manifest's model.embedding.
+    pooling_json: Optional[Path] = None
 
 
 def chosen_by_budget(selection_json: Path) -> dict[str, Any]:
@@ -120,6 +124,10 @@ def build(args: BundleArgs) -> None:
         meta["selection"] = chosen_by_budget(args.selection)
         meta["default_artifact"] = meta["selection"]["winner"]
     labels = json.loads(args.data_json.read_text(encoding="utf-8"))["labels"]
+    embedding = None
+    if args.pooling_json is not None:
+        pooling = json.loads(args.pooling_json.read_text(encoding="utf-8"))
+        embedding = {"dimension": pooling["dimension"], "pooling": pooling["mode"], "normalize": pooling["normalize"]}
     io_spec = onnx_io(args.io_from)
     out = args.out_dir
     with atomic_dir(out) as tmp:
@@ -129,7 +137,7 @@ def build(args: BundleArgs) -> None:
             shutil.copyfile(src, dst)
             if os.access(src, os.X_OK) and rel.endswith((".py", ".sh")):
                 dst.chmod(0o755)
-        manifest = build_manifest(tmp, meta, list(args.artifacts), io_spec, labels)
+        manifest = build_manifest(tmp, meta, list(args.artifacts), io_spec, labels, embedding)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     # Files from an older bundle layout would break verification; drop them.
     keep = {rel for _, rel in args.copies} | {"manifest.json"}
@@ -145,12 +153,14 @@ STAGE = Stage("bundle", BundleArgs, build, modules=("package.bundle", "formats.m
 
 
 def declare(g: "Graph", copies: list[tuple[Path, str]], artifacts: list[dict], io_from: Path, meta: dict,
-            bundle_dir: Path, extra_sources: list[Path], selection: Path | None = None) -> list[Path]:
+            bundle_dir: Path, extra_sources: list[Path], selection: Path | None = None,
+            pooling_json: Path | None = None) -> list[Path]:
     """The bundle directory and its manifest; returns every file in it (the archive's sources)."""
     report_json = next((p for p in extra_sources if p.name == "report.json"), None)
     args = BundleArgs(out_dir=bundle_dir, copies=tuple(copies), artifacts=tuple(artifacts), io_from=io_from,
-                      data_json=g.data_dir / "data.json", meta=meta, selection=selection, report_json=report_json)
+                      data_json=g.data_dir / "data.json", meta=meta, selection=selection, report_json=report_json,
+                      pooling_json=pooling_json)
     targets = [bundle_dir / rel for _, rel in copies] + [bundle_dir / "manifest.json"]
     g.stage(STAGE, targets, [p for p, _ in copies] + [g.data_dir / "data.json", io_from] + extra_sources
-            + ([selection] if selection else []), args)
+            + ([selection] if selection else []) + ([pooling_json] if pooling_json else []), args)
     return targets

@@ -11,6 +11,7 @@ Nothing here imports a heavy library.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -29,7 +30,7 @@ from recipes.inputs.data import DataParams
 from recipes.measure import budget as budget_stage
 from recipes.measure import evaluate, latency, memory, report
 from recipes.measure.latency import TimedArtifact
-from recipes.models import finetune
+from recipes.models import finetune, sentence_teacher
 from recipes.package import archive, bundle, stubs
 from recipes.wiring.profile import ArtifactSpec, Profile, runtime_of
 from recipes.wiring import resources
@@ -347,10 +348,17 @@ class Graph:
         max_length = profile.shapes.sequence.max
         phase = phase or SearchPhase()
 
-        # data -> teacher
-        self.data_dir = data_stage.declare(self, inputs.data, inputs.eval_data, inputs.data_params)
-        teacher_dir, teacher_files = finetune.declare(self, inputs, self.data_dir, profile.stages.finetune)
-        teacher = Model(teacher_dir, [f for f in teacher_files if f.name in ("config.json", "model.safetensors")], "teacher")
+        # data -> teacher (a classifier is fine-tuned unless it has a trained head; an embedding model is the
+        # sentence-transformers checkpoint with its pooling, recipes/models/sentence_teacher.py)
+        embedding = profile.task == "embedding"
+        data_params = dataclasses.replace(inputs.data_params, texts_only=True, model_labels=()) if embedding \
+            else inputs.data_params
+        self.data_dir = data_stage.declare(self, inputs.data, inputs.eval_data, data_params)
+        if embedding:
+            teacher_dir, teacher_files = sentence_teacher.declare(self, inputs)
+        else:
+            teacher_dir, teacher_files = finetune.declare(self, inputs, self.data_dir, profile.stages.finetune)
+        teacher = Model(teacher_dir, [f for f in teacher_files if f.name in ("config.json", "model.safetensors", "pooling.json")], "teacher")
 
         # [search]: screen every candidate's shape before anything is trained
         screens: list[Path] = []
@@ -484,7 +492,8 @@ class Graph:
             artifacts=rows, latency=lat, memory=mem,
             # What pruning and distillation did to each model (sparsity, heads, widths, layers).
             models={b.spec.model: b.model.record for b in built if b.model.record}, ops=ops, parity_groups=parity,
-            out_json=tdir / "report.json", out_md=tdir / "report.md", out_html=tdir / "report.html", out_png=tdir / "report.png")
+            out_json=tdir / "report.json", out_md=tdir / "report.md", out_html=tdir / "report.html", out_png=tdir / "report.png",
+            task=profile.task or "classification")
         sources = ([t_eval / "metrics.json", lat, mem, self.data_dir / "data.json"] + [evals[b.spec.name] / "metrics.json" for b in built]
                    + [b.details for b in built if b.details] + [b.model.record for b in built if b.model.record]
                    + list(ops.values())
@@ -519,7 +528,8 @@ class Graph:
         io_from = next((b.onnx for b in shipped if b.onnx is not None), None) or \
             onnx_export.declare(self, teacher, profile.stages.export)
         bundle_dir = tdir / "bundle"
+        pooling = teacher.dir / "pooling.json" if profile.task == "embedding" else None
         bundle_files = bundle.declare(self, copies, manifest_artifacts, io_from, meta, bundle_dir, [tdir / "report.json"],
-                                      selection)
+                                      selection, pooling)
         tarball = self.dist / f"{profile.name}-{model_name(info)}.tar.gz"
         return [str(p) for p in bundle_files] + archive.declare(self, bundle_dir, bundle_files, tarball)

@@ -188,6 +188,9 @@ class Profile:
     search: Optional[SearchSpace] = None
     # What each stage asks of a node under executor=ray (recipes/wiring/resources.py).
     resources: Resources = Resources()
+    # "classification" or "embedding"; "" = from task= on the command line, else the checkpoint
+    # (recipes/wiring/task.py). The loader fills in the resolved task before the graph is declared.
+    task: Literal["", "classification", "embedding"] = ""
     # Filled in by the loader, not by the TOML file.
     # The [search] space's candidates (search.Candidate), in the order its artifacts were added.
     candidates: tuple = field(default=(), metadata={"internal": True})
@@ -307,7 +310,7 @@ def check_consistency(p: Profile, src: str, templates_dir: Path | None) -> None:
         raise bad("evaluate.batch_sizes", f" = {list(p.evaluate.batch_sizes)}: must be positive and include 1")
     if p.evaluate.sequence_length > p.shapes.sequence.max:
         raise bad("evaluate.sequence_length", f" = {p.evaluate.sequence_length} exceeds shapes.sequence.max = {p.shapes.sequence.max}")
-    if p.stages.finetune.max_length > p.shapes.sequence.max:
+    if p.task != "embedding" and p.stages.finetune.max_length > p.shapes.sequence.max:  # an embedding is not fine-tuned
         raise bad("stages.finetune.max_length", f" = {p.stages.finetune.max_length} exceeds shapes.sequence.max = {p.shapes.sequence.max}")
     if any(name.endswith(".java") for name in p.stubs.templates):
         from recipes.errors import ConfigError

@@ -17,7 +17,7 @@ from recipes.wiring.profile import load_profile, profile_names
 
 
 # The command-line variables that choose what a build reads (and so which stage outputs it makes).
-INPUT_VARIABLES = ("model", "data", "eval_data", "text_column", "label_column", "eval_fraction")
+INPUT_VARIABLES = ("model", "data", "eval_data", "text_column", "label_column", "eval_fraction", "task")
 
 
 def _last_inputs_file(root: Path) -> Path:
@@ -135,6 +135,7 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
         eval_fraction=parse_fraction(env["eval_fraction"]),
         model_labels=info.id2label,
     )
+    loaded = [with_task(prof, env.get("task", ""), info) for prof in loaded]
     inputs = Inputs(model=info, data=data, eval_data=eval_data, data_params=params, git_revision=git_revision(root))
     graph = Graph(env, root, inputs)
     if not options.get("clean") and not options.get("no_exec"):
@@ -152,6 +153,19 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
         return search_state(root, prof, "") if prof.search and not options.get("clean") else None
 
     return [env.Alias(prof.name, graph.target(prof, final(prof))) for prof in loaded]
+
+
+def with_task(prof, argument: str, info):
+    """`prof` with its task resolved (recipes/wiring/task.py) and checked against what it sets."""
+    import dataclasses
+
+    from recipes.wiring import task as tasks
+
+    resolved = tasks.resolve(argument, prof, info)
+    given_by = (f"task={argument}" if argument else f"task = {prof.task!r} in the profile" if prof.task
+                else f"detected from model={info.root}")
+    tasks.check_profile(prof, resolved, given_by)
+    return dataclasses.replace(prof, task=resolved)
 
 
 def record_placement_at_exit(root: Path, env, stages_of: dict[str, list[tuple[str, str]]]) -> None:
