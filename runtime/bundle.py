@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 # Artifact formats this runtime runs, and the module and class that run each
 # (imported when used: numpy and the runtime library load only then).
 CLASSIFIERS = {"onnx": ("onnx_classifier", "Classifier"), "openvino": ("openvino_classifier", "OpenVinoClassifier")}
+# The same formats, for a sentence-embedding bundle (manifest "task": "embedding"): one vector per text.
+EMBEDDERS = {"onnx": ("embedder", "OnnxEmbedder"), "openvino": ("embedder", "OpenVinoEmbedder")}
 
 
-def _classifier_class(fmt: str) -> Any:
-    module, name = CLASSIFIERS[fmt]
+def _classifier_class(fmt: str, table: Dict[str, Any] = CLASSIFIERS) -> Any:
+    module, name = table[fmt]
     return getattr(importlib.import_module(f".{module}", __package__), name)
 
 
@@ -52,7 +54,17 @@ class Bundle:
 
     @property
     def labels(self) -> List[str]:
-        return list(self.manifest["model"]["labels"])
+        return list(self.manifest["model"].get("labels") or [])
+
+    @property
+    def task(self) -> str:
+        """"classification" (labels, predict) or "embedding" (a vector per text, embed)."""
+        return self.manifest.get("task", "classification")
+
+    @property
+    def dimension(self) -> Optional[int]:
+        """An embedding bundle's vector size (None for a classifier)."""
+        return (self.manifest["model"].get("embedding") or {}).get("dimension")
 
     @property
     def artifacts(self) -> List[Dict[str, Any]]:
@@ -105,6 +117,22 @@ class Bundle:
     def classifier(self, artifact: Optional[str] = None, threads: Optional[int] = None,
                    providers: Optional[Sequence[Any]] = None, note: Callable[[str], None] = _print_note) -> Classifier:
         """A classifier for `artifact` (default: the manifest's default_artifact, or its fallback on this host)."""
+        if self.task != "classification":
+            raise BundleError(f"bundle {self.source}: a sentence-embedding bundle has no labels to classify with; use "
+                              "bundle.embedder() (run.py prints vectors, or --similarity)")
+        return self._open(artifact, threads, providers, note, CLASSIFIERS, self.labels)
+
+    def embedder(self, artifact: Optional[str] = None, threads: Optional[int] = None,
+                 providers: Optional[Sequence[Any]] = None, note: Callable[[str], None] = _print_note) -> Any:
+        """An embedder for `artifact` of a sentence-embedding bundle: embed(texts) -> float32 [n, dimension]."""
+        if self.task != "embedding":
+            raise BundleError(f"bundle {self.source}: a {self.task} bundle makes no sentence vectors; use "
+                              "bundle.classifier()")
+        return self._open(artifact, threads, providers, note, EMBEDDERS, self.dimension)
+
+    def _open(self, artifact: Optional[str], threads: Optional[int], providers: Optional[Sequence[Any]],
+              note: Callable[[str], None], table: Dict[str, Any], meaning: Any) -> Any:
+        """`table`'s backend for the artifact; `meaning`: what its output is (the labels, or the dimension)."""
         if self.closed:
             raise BundleError(f"bundle {self.source}: the bundle is closed; load it again with load_bundle()")
         entry = self.runnable_artifact(artifact, note)
@@ -116,10 +144,10 @@ class Bundle:
             )
         outputs = self.manifest.get("outputs") or []
         tokenizer = self.manifest["tokenizer"]
-        return _classifier_class(entry["format"])(
+        return _classifier_class(entry["format"], table)(
             self.root / entry["path"],
             self.root / tokenizer["path"],
-            self.labels,
+            meaning,
             max_length=tokenizer["max_length"],
             threads=threads,
             providers=providers,

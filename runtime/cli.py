@@ -1,4 +1,4 @@
-"""`python -m runtime BUNDLE [TEXT ...]`: classify texts, one JSON line per text.
+"""`python -m runtime BUNDLE [TEXT ...]`: classify (or, for an embedding bundle, embed) texts, one JSON line per text.
 
 Meant for shell use on a device: results go to stdout as JSON lines; any
 BundleError becomes one line on stderr and exit status 2, never a traceback.
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"texts per inference call, 1..{MAX_BATCH_SIZE} (default: %(default)s)")
     parser.add_argument("--threads", type=int, help=f"ONNX Runtime intra-op threads, 1..{cpu_count()} (default: all cores)")
     parser.add_argument("--no-verify", action="store_true", help="skip sha256 verification (faster start)")
+    parser.add_argument("--similarity", action="store_true",
+                        help="embedding bundles: print the cosine similarity of exactly two texts instead of their vectors")
     return parser
 
 
@@ -40,6 +42,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         texts = read_texts(args.texts, args.file)
         with load_bundle(args.bundle, verify=not args.no_verify) as bundle:
+            if bundle.task == "embedding":
+                return _embed(bundle, args, texts)
+            if args.similarity:
+                print(f"error: --similarity compares sentence vectors, and {args.bundle} is a {bundle.task} bundle",
+                      file=sys.stderr)
+                return 2
             classifier = bundle.classifier(args.artifact, threads=args.threads)
         # Print batch by batch so long inputs stream instead of waiting for the end.
         step = args.batch_size
@@ -51,4 +59,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BundleError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _embed(bundle, args: argparse.Namespace, texts: list) -> int:
+    """An embedding bundle's output: {"text", "embedding"} per text, or {"texts", "similarity"}."""
+    from .run_cli import embedding_records
+
+    if args.similarity and len(texts) != 2:
+        print(f"error: --similarity compares exactly two texts, got {len(texts)}", file=sys.stderr)
+        return 2
+    model = bundle.embedder(args.artifact, threads=args.threads)
+    step = args.batch_size
+    chunks = [texts] if args.similarity else [texts[i:i + step] for i in range(0, len(texts), step)]
+    for chunk in chunks:
+        for record in embedding_records(model, chunk, step, args.similarity):
+            print(json.dumps(record))
+        sys.stdout.flush()
     return 0

@@ -126,10 +126,17 @@ class Classifier:
         name = wanted or names[0]
         shape = outputs[names.index(name)].shape
         last = shape[-1] if shape else None
-        if isinstance(last, int) and last != len(self.labels):
-            raise BundleError(f"{self.context}: output {name!r} has {last} classes but manifest model.labels has "
-                              f"{len(self.labels)}; rebuild the bundle so labels match the model")
+        if isinstance(last, int) and last != self._width():
+            raise BundleError(f"{self.context}: output {name!r} has {last} values per text but {self._width_source()}; "
+                              "rebuild the bundle so the manifest matches the model")
         return name
+
+    def _width(self) -> int:
+        """Values per text in the model's output: one logit per label (an embedder: the vector's dimension)."""
+        return len(self.labels)
+
+    def _width_source(self) -> str:
+        return f"manifest model.labels has {len(self.labels)}"
 
     def logits(self, texts: Iterable[str], batch_size: int = 32) -> np.ndarray:
         """float32 logits, shape [len(texts), len(labels)]."""
@@ -139,7 +146,7 @@ class Classifier:
             step = min(step, self.fixed_batch)
         chunks = [self._run(items[i:i + step]) for i in range(0, len(items), step)]
         if not chunks:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
+            return np.zeros((0, self._width()), dtype=np.float32)
         return np.concatenate(chunks)
 
     def predict(self, texts: Iterable[str], batch_size: int = 32) -> List[Dict[str, Any]]:
@@ -157,10 +164,12 @@ class Classifier:
         except Exception as exc:
             raise BundleError(f"{self.context}: onnxruntime failed while running the model ({one_line(exc)}); "
                               "check that the model and tokenizer in the bundle belong together") from None
-        out = np.asarray(out, dtype=np.float32)
-        if out.ndim != 2 or out.shape[1] != len(self.labels):
+        return self._checked(np.asarray(out, dtype=np.float32), count)
+
+    def _checked(self, out: np.ndarray, count: int) -> np.ndarray:
+        if out.ndim != 2 or out.shape[1] != self._width():
             raise BundleError(f"{self.context}: output {self.output_name!r} has shape {list(out.shape)}, expected "
-                              f"[batch, {len(self.labels)}] for manifest model.labels; rebuild the bundle")
+                              f"[batch, {self._width()}] ({self._width_source()}); rebuild the bundle")
         return out[:count]
 
     def __repr__(self) -> str:

@@ -73,8 +73,5 @@ class OpenVinoClassifier(Classifier):
         except Exception as exc:
             raise BundleError(f"{self.context}: OpenVINO failed while running the model ({one_line(exc)}); "
                               "check that the model and tokenizer in the bundle belong together") from None
-        out = np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
-        if out.ndim != 2 or out.shape[1] != len(self.labels):
-            raise BundleError(f"{self.context}: output {self.output_name!r} has shape {list(out.shape)}, expected "
-                              f"[batch, {len(self.labels)}] for manifest model.labels; rebuild the bundle")
-        return out[:count]
+        # A copy: the request reuses its output buffer.
+        return self._checked(np.array(out, dtype=np.float32), count)

@@ -1,4 +1,4 @@
-"""run.py's command line (cpu bundles): classify texts with one of the bundle's ONNX models.
+"""run.py's command line (cpu bundles): classify texts, or embed them, with one of the bundle's models.
 
 run.py itself only holds the values baked in for its bundle (Settings) and
 calls main(); the code is here so every bundle runs the same, tested copy.
@@ -29,13 +29,18 @@ class Settings:
     default_artifact: str
     artifacts: List[str]
     bundle_dir: Path  # where run.py lies: the default --bundle
+    task: str = "classification"  # or "embedding": a sentence vector per text
 
 
 def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=f"Classify text as {', '.join(settings.labels)} with the {settings.target} bundle "
-                    f"({settings.description}).")
-    parser.add_argument("texts", nargs="*", help="texts to classify")
+    embedding = settings.task == "embedding"
+    what = ("Print each text's sentence vector (or, with --similarity, the cosine similarity of two texts)"
+            if embedding else f"Classify text as {', '.join(settings.labels)}")
+    parser = argparse.ArgumentParser(description=f"{what} with the {settings.target} bundle ({settings.description}).")
+    parser.add_argument("texts", nargs="*", help="texts to embed" if embedding else "texts to classify")
+    if embedding:
+        parser.add_argument("--similarity", action="store_true",
+                            help="print the cosine similarity of exactly two texts instead of their vectors")
     parser.add_argument("--file", help="read texts from this file, one per line ('-' for stdin)")
     parser.add_argument("--artifact", choices=settings.artifacts,
                         help=f"which model of the bundle to run (default: {settings.default_artifact}, or the next one "
@@ -58,12 +63,28 @@ def main(argv: Optional[Sequence[str]], settings: Settings) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv, settings)
     try:
         texts = read_texts(args.texts, args.file)
+        if getattr(args, "similarity", False) and len(texts) != 2:
+            print(f"{PROG}: --similarity compares exactly two texts, got {len(texts)}", file=sys.stderr)
+            return 2
         with load_bundle(args.bundle) as bundle:
-            classifier = bundle.classifier(args.artifact, threads=args.threads or None)
-            predictions = classifier.predict(texts, batch_size=args.batch_size)
+            if settings.task == "embedding":
+                model = bundle.embedder(args.artifact, threads=args.threads or None)
+                records = embedding_records(model, texts, args.batch_size, args.similarity)
+            else:
+                classifier = bundle.classifier(args.artifact, threads=args.threads or None)
+                predictions = classifier.predict(texts, batch_size=args.batch_size)
+                records = [{"text": text, **prediction} for text, prediction in zip(texts, predictions)]
     except BundleError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
-    for text, prediction in zip(texts, predictions):
-        print(json_line({"text": text, **prediction}))
+    for record in records:
+        print(json_line(record))
     return 0
+
+
+def embedding_records(model, texts: List[str], batch_size: int, similarity: bool) -> List[dict]:
+    """{"text", "embedding": [...]} per text, or one {"texts", "similarity"} for --similarity."""
+    if similarity:
+        return [{"texts": texts, "similarity": model.similarity(texts[0], texts[1])}]
+    vectors = model.embed(texts, batch_size=batch_size)
+    return [{"text": text, "embedding": [float(v) for v in vector]} for text, vector in zip(texts, vectors)]

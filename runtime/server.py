@@ -3,6 +3,8 @@
 Standard library HTTP server plus the bundle's runtime:
     POST /predict   {"texts": ["...", ...], "artifact": "optional name"}
                     -> {"artifact": name, "predictions": [{"label", "score", "scores"}, ...]}
+    POST /embed     (a sentence-embedding bundle) {"texts": [...], "artifact": "optional name"}
+                    -> {"artifact": name, "dimension": d, "embeddings": [[float, ...], ...]}
     GET  /healthz   -> {"status": "ok"}
     GET  /metadata  -> labels, artifacts (and what serves them), limits
 Errors are JSON {"error": "one line"} with a 4xx status for bad requests and
@@ -41,7 +43,9 @@ from .texts import check_utf8
 
 PROG = "serve.py"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
-ENDPOINTS = {"/predict": ("POST",), "/healthz": ("GET", "HEAD"), "/metadata": ("GET", "HEAD")}
+ENDPOINTS = {"/predict": ("POST",), "/embed": ("POST",), "/healthz": ("GET", "HEAD"), "/metadata": ("GET", "HEAD")}
+# The inference endpoint of each kind of bundle (manifest "task").
+TASK_ENDPOINT = {"classification": "/predict", "embedding": "/embed"}
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
               bool: "a boolean", type(None): "null"}
 
@@ -89,7 +93,8 @@ class App:
                 raise BundleError(self._unservable(entry))
             started = time.perf_counter()
             self.backends[name] = backend(bundle, entry, args, settings.shapes)
-            self.backends[name].predict([""])  # warm-up: TensorRT builds (or loads) its engine here, not in a request
+            # Warm-up: TensorRT builds (or loads) its engine here, not in a request.
+            (self.backends[name].embed if bundle.task == "embedding" else self.backends[name].predict)([""])
             log.info("artifact %s: %s, ready in %.1f s", name, json.dumps(self.backends[name].info),
                      time.perf_counter() - started)
             for note in self.backends[name].notes:
@@ -113,12 +118,43 @@ class App:
             if row["served"]:
                 row.update(self.backends[entry["name"]].info)
             artifacts.append(row)
-        return {"target": self.settings.target, "description": self.settings.description, "labels": self.bundle.labels,
+        embedding = {"dimension": self.bundle.dimension} if self.bundle.task == "embedding" else {}
+        return {"target": self.settings.target, "description": self.settings.description, "task": self.bundle.task,
+                "endpoint": TASK_ENDPOINT[self.bundle.task], **embedding, "labels": self.bundle.labels,
                 "max_length": self.bundle.manifest["tokenizer"]["max_length"], "default_artifact": self.default,
                 "artifacts": artifacts, "max_batch": self.max_batch, "max_body_bytes": self.max_body_bytes,
                 "runtime_version": self.settings.runtime_version}
 
     def predict(self, payload: Any) -> Dict[str, Any]:
+        """POST /predict: labels for the texts (a classification bundle)."""
+        self._check_task("/predict")
+        name, backend, texts = self._request(payload)
+        with self.lock:
+            try:
+                predictions = backend.predict(texts)
+            except InputError as exc:
+                raise RequestError(400, one_line(exc)) from None
+        return {"artifact": name, "predictions": predictions}
+
+    def embed(self, payload: Any) -> Dict[str, Any]:
+        """POST /embed: one sentence vector per text (a sentence-embedding bundle)."""
+        self._check_task("/embed")
+        name, backend, texts = self._request(payload)
+        with self.lock:
+            try:
+                vectors = backend.embed(texts)
+            except InputError as exc:
+                raise RequestError(400, one_line(exc)) from None
+        return {"artifact": name, "dimension": self.bundle.dimension,
+                "embeddings": [[float(v) for v in row] for row in vectors]}
+
+    def _check_task(self, path: str) -> None:
+        wanted = TASK_ENDPOINT[self.bundle.task]
+        if path != wanted:
+            raise RequestError(400, f"this bundle is a {self.bundle.task} model: POST {wanted}, not {path}")
+
+    def _request(self, payload: Any) -> Tuple[str, Any, List[str]]:
+        """The artifact name, its backend and the texts of a valid request (else a RequestError)."""
         if not isinstance(payload, dict):
             raise RequestError(400, 'the request body must be a JSON object like {"texts": ["..."]}, got '
                                + json_type(payload))
@@ -150,12 +186,7 @@ class App:
             hint = (f"; start the server with --artifact {name} to serve it" if name in self.settings.artifacts or
                     any(a["name"] == name for a in self.bundle.artifacts) else "")
             raise RequestError(400, f"unknown artifact {name!r}; this server serves: {served}{hint}")
-        with self.lock:
-            try:
-                predictions = backend.predict(texts)
-            except InputError as exc:
-                raise RequestError(400, one_line(exc)) from None
-        return {"artifact": name, "predictions": predictions}
+        return name, backend, texts
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -192,12 +223,15 @@ class Handler(BaseHTTPRequestHandler):
         try:
             allowed = ENDPOINTS.get(path)
             if allowed is None:
-                raise RequestError(404, f"no endpoint {path!r}; use POST /predict, GET /healthz or GET /metadata")
+                raise RequestError(404, f"no endpoint {path!r}; use POST {TASK_ENDPOINT[app.bundle.task]}, GET /healthz "
+                                        "or GET /metadata")
             if method not in allowed:
                 raise RequestError(405, f"{method} is not allowed on {path}; use {' or '.join(allowed)}",
                                    {"Allow": ", ".join(allowed)})
             if path == "/predict":
                 body = app.predict(self._read_json(app.max_body_bytes))
+            elif path == "/embed":
+                body = app.embed(self._read_json(app.max_body_bytes))
             elif path == "/healthz":
                 body = {"status": "ok"}
             else:
@@ -357,8 +391,9 @@ def positive(text: str) -> int:
 
 def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=f"Serve the {settings.target} bundle ({settings.description}) over HTTP: classify texts as "
-                    f"{', '.join(settings.labels)}.")
+        description=f"Serve the {settings.target} bundle ({settings.description}) over HTTP: "
+                    + (f"classify texts as {', '.join(settings.labels)}." if settings.labels else
+                       "a sentence vector per text (POST /embed)."))
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one and prints it)")
     parser.add_argument("--artifact", action="append", choices=settings.artifacts,

@@ -67,7 +67,9 @@ class OnnxBackend:
                 batch=(batch["min"], batch["opt"], batch["max"]),
                 sequence=(seq["min"], seq["opt"], max(seq["max"], bundle.manifest["tokenizer"]["max_length"])))
         plan = plan_providers(requested, available=have, options=options)
-        self.classifier = bundle.classifier(name, threads=args.threads or None, providers=plan.providers)
+        # A sentence-embedding bundle's artifact runs the same way; its output is a vector per text (embed).
+        open_model = bundle.embedder if bundle.task == "embedding" else bundle.classifier
+        self.classifier = open_model(name, threads=args.threads or None, providers=plan.providers)
         self.providers = check_session(self.classifier.session, plan)
         self.notes = plan.notes
         self.batch_size = shapes["batch"]["max"]
@@ -94,6 +96,9 @@ class OnnxBackend:
     def predict(self, texts: List[str]) -> List[Dict[str, Any]]:
         return self.classifier.predict(texts, batch_size=self.batch_size)
 
+    def embed(self, texts: List[str]) -> Any:
+        return self.classifier.embed(texts, batch_size=self.batch_size)
+
 
 class TorchBackend:
     """A PyTorch checkpoint (the bitsandbytes nf4 one) loaded with runtime.nf4, the
@@ -107,6 +112,9 @@ class TorchBackend:
         name = entry["name"]
         path = bundle.root / entry["path"]
         model_dir = path if path.is_dir() else path.parent  # the artifact may name the weights file
+        if bundle.task != "classification":
+            raise BundleError(f"artifact {name!r}: the nf4 backend serves classifiers; serve an ONNX artifact of this "
+                              f"{bundle.task} bundle")
         try:
             nf4.require_packages()
             torch = nf4.import_heavy("torch")

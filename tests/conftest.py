@@ -138,6 +138,7 @@ SHARED_FIRST = (  # modules whose builds are the run's longest chains, in the or
     "test_qat_build.py",         # its own QAT build
     "test_search.py",            # four search builds over the tiny build's cache
     "test_ray.py",               # a Ray cluster and a build on it, compared with tiny_built's
+    "test_embedding.py",         # its own embedding build
 )
 
 

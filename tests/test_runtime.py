@@ -323,7 +323,7 @@ def test_label_count_must_match_model(tmp_path: Path) -> None:
     manifest = read_manifest(root)
     manifest["model"]["labels"] = ["a", "b", "c"]
     write_manifest(root, manifest)
-    with pytest.raises(BundleError, match="has 2 classes but manifest model.labels has 3"):
+    with pytest.raises(BundleError, match="has 2 values per text but manifest model.labels has 3"):
         load_bundle(root).classifier()
 
 

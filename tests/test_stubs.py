@@ -29,12 +29,20 @@ CONTEXT = {
     "fallback": ["int8_dynamic"],
     "max_length": 128,
     "runtime_version": "0.1.0",
+    "task": "classification",
 }
+# The same bundle as a sentence-embedding model (task = "embedding"): no labels, vectors out.
+EMBEDDING_CONTEXT = dict(CONTEXT, labels=[], task="embedding")
 
 
 @pytest.mark.parametrize("template", ["cpu/run.py", "cpu/README.md", "arm64/README.md"])
 def test_golden(template):
     check(template, render(template, CONTEXT))
+
+
+@pytest.mark.parametrize("template", ["cpu/run.py", "cpu/README.md"])
+def test_golden_embedding(template):
+    check(f"embedding/{template}", render(template, EMBEDDING_CONTEXT))
 
 
 def test_missing_value_is_an_error():

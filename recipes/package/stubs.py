@@ -74,9 +74,10 @@ def render_to(template: str, context: dict[str, Any], dst: Path, root: Path = TE
 
 
 def stub_context(context: dict[str, Any], data_json: str) -> dict[str, Any]:
-    """The graph's values plus the labels, read from the data stage's output."""
-    labels = json.loads(Path(data_json).read_text(encoding="utf-8"))["labels"]
-    return {**context, "labels": labels}
+    """The graph's values plus the labels and the task (an embedding build's data has no labels), read from the
+    data stage's output."""
+    data = json.loads(Path(data_json).read_text(encoding="utf-8"))
+    return {**context, "labels": data["labels"], "task": data.get("task", "classification")}
 
 
 @dataclass(frozen=True)

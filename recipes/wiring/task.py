@@ -17,6 +17,8 @@ from recipes.measure.report import CLASSIFICATION_GATES, EMBEDDING_GATES
 TASKS = ("classification", "embedding")
 # Formats an embedding build makes and checks today (their graphs carry the pooling; evaluated here).
 EMBEDDING_FORMATS = ("onnx", "openvino", "ptl", "pte", "tensorrt")
+# Stub templates with an embedding version (the others print labels).
+EMBEDDING_TEMPLATES = ("cpu/run.py", "cpu/README.md", "gpu_server/serve.py")
 
 
 def detect(info: CheckpointInfo) -> str:
@@ -62,6 +64,10 @@ def check_profile(profile, task: str, given_by: str) -> None:
     if profile.models:
         raise ProfileError(f"{src}: models[0] ({profile.models[0].name}): distilled and pruned embedding models are not "
                            "built yet; remove [[models]] and ship the teacher's formats")
+    for i, name in enumerate(profile.stubs.templates):
+        if name not in EMBEDDING_TEMPLATES:
+            raise ProfileError(f"{src}: stubs.templates[{i}] = {name!r} has no embedding version yet; use "
+                               f"{', '.join(EMBEDDING_TEMPLATES)}")
     for i, a in enumerate(profile.artifacts):
         if a.format not in EMBEDDING_FORMATS:
             raise ProfileError(f"{src}: artifacts[{i}].format = {a.format!r} has no embedding build; use one of "

@@ -4,6 +4,8 @@
 Standard library HTTP server plus the bundle's runtime:
     POST /predict   {"texts": ["...", ...], "artifact": "optional name"}
                     -> {"artifact": name, "predictions": [{"label", "score", "scores"}, ...]}
+    POST /embed     (a sentence-embedding bundle, instead of /predict)
+                    -> {"artifact": name, "dimension": d, "embeddings": [[float, ...], ...]}
     GET  /healthz   -> {"status": "ok"}
     GET  /metadata  -> labels, artifacts (and what serves them), limits
 Errors are JSON {"error": "one line"} with a 4xx status for bad requests and

@@ -24,8 +24,10 @@ LABELS = ['negative', 'positive']
 DEFAULT_ARTIFACT = 'int8_dynamic'
 ARTIFACTS = ['fp32', 'int8_dynamic', 'ov_int8']
 
+TASK = 'classification'
+
 SETTINGS = run_cli.Settings(target=TARGET, description=DESCRIPTION, labels=LABELS, default_artifact=DEFAULT_ARTIFACT,
-                            artifacts=ARTIFACTS, bundle_dir=BUNDLE_DIR)
+                            artifacts=ARTIFACTS, bundle_dir=BUNDLE_DIR, task=TASK)
 
 
 def main(argv=None):
