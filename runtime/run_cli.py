@@ -41,6 +41,9 @@ def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
     if embedding:
         parser.add_argument("--similarity", action="store_true",
                             help="print the cosine similarity of exactly two texts instead of their vectors")
+        parser.add_argument("--search", metavar="QUERY",
+                            help="rank the texts (or --file's lines) by similarity to QUERY and print the --top best")
+        parser.add_argument("--top", type=int, default=5, help="how many texts --search prints (default: %(default)s)")
     parser.add_argument("--file", help="read texts from this file, one per line ('-' for stdin)")
     parser.add_argument("--artifact", choices=settings.artifacts,
                         help=f"which model of the bundle to run (default: {settings.default_artifact}, or the next one "
@@ -54,6 +57,10 @@ def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
     # Checked before the bundle is opened; one line, never a silent clamp.
     problem = (batch_problem("--batch-size", args.batch_size)
                or threads_problem("--threads", args.threads, zero_is_all=True))
+    if embedding and not problem and args.similarity and args.search is not None:
+        problem = "give --similarity or --search, not both"
+    if embedding and not problem and args.top < 1:
+        problem = f"--top must be at least 1, got {args.top}"
     if problem:
         parser.exit(2, f"{PROG}: {problem}\n")
     return args
@@ -69,7 +76,10 @@ def main(argv: Optional[Sequence[str]], settings: Settings) -> int:
         with load_bundle(args.bundle) as bundle:
             if settings.task == "embedding":
                 model = bundle.embedder(args.artifact, threads=args.threads or None)
-                records = embedding_records(model, texts, args.batch_size, args.similarity)
+                if args.search is not None:
+                    records = search_records(model, args.search, texts, args.batch_size, args.top)
+                else:
+                    records = embedding_records(model, texts, args.batch_size, args.similarity)
             else:
                 classifier = bundle.classifier(args.artifact, threads=args.threads or None)
                 predictions = classifier.predict(texts, batch_size=args.batch_size)
@@ -80,6 +90,19 @@ def main(argv: Optional[Sequence[str]], settings: Settings) -> int:
     for record in records:
         print(json_line(record))
     return 0
+
+
+def search_records(model, query: str, texts: List[str], batch_size: int, top: int) -> List[dict]:
+    """The `top` texts most similar to `query`, best first: {"rank", "score", "text"} (exact cosine search)."""
+    from .embedder import cosine
+
+    if not texts:
+        return []
+    vectors = model.embed(texts, batch_size=batch_size)
+    query_vector = model.embed([query])
+    scores = cosine(vectors, query_vector.repeat(len(texts), axis=0))
+    order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:top]
+    return [{"rank": rank, "score": float(scores[i]), "text": texts[i]} for rank, i in enumerate(order, 1)]
 
 
 def embedding_records(model, texts: List[str], batch_size: int, similarity: bool) -> List[dict]:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 from filelock import FileLock
 
-from tiny_model import REPO, demo_rows, make_checkpoint, write_csv
+from tiny_model import REPO, demo_rows, make_checkpoint, make_sentence_transformers, write_csv
 
 # Two xdist workers, each running builds with -j2, put up to four busy processes on a two-core machine; an
 # OpenMP pool that spins while it waits then burns the core another process needs. Passive waiting changes
@@ -43,9 +43,11 @@ def tiny_model(tmp_path_factory, tiny_rows) -> Path:
 @pytest.fixture(scope="session")
 def one_layer_model(tmp_path_factory, tiny_rows) -> Path:
     """The tiny checkpoint with one encoder layer, for the end-to-end builds whose cost grows with depth and whose
-    checks do not (every shipped profile; QAT into three formats): ExecuTorch's lowering alone took minutes."""
+    checks do not (every shipped profile; QAT into three formats): ExecuTorch's lowering alone took minutes.
+    Saved as a sentence-transformers model, as the packaged MiniLM is: the classification profiles say
+    task = "classification" and fine-tune it, targets/cpu_embedding.toml builds its sentence vectors."""
     return once_per_run(tmp_path_factory, "one_layer_model",
-                        lambda root: make_checkpoint(root / "tiny-bert", [r["text"] for r in tiny_rows], layers=1))
+                        lambda root: make_sentence_transformers(root / "tiny-bert", [r["text"] for r in tiny_rows], layers=1))
 
 
 @pytest.fixture(scope="session")

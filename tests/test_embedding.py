@@ -111,6 +111,11 @@ def test_run_py_and_the_runtime_cli_print_vectors_and_similarity(built):
     wrong = subprocess.run([sys.executable, str(bundle / "run.py"), "--similarity", "only one"], capture_output=True,
                            text=True, env=env, timeout=120)
     assert wrong.returncode == 2 and wrong.stderr.strip() == "run.py: --similarity compares exactly two texts, got 1"
+    search = subprocess.run([sys.executable, str(bundle / "run.py"), "--search", "great acting", "--top", "2", *SHORT],
+                            capture_output=True, text=True, env=env, timeout=120)
+    hits = [json.loads(line) for line in search.stdout.splitlines()]
+    assert [h["rank"] for h in hits] == [1, 2] and hits[0]["text"] == "great acting", search.stderr
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5) and hits[0]["score"] >= hits[1]["score"]
     cli = subprocess.run([sys.executable, "-m", "runtime", str(bundle), "--similarity", *SHORT[:2]], capture_output=True,
                          text=True, cwd=bundle, env=env, timeout=120)
     assert json.loads(cli.stdout)["similarity"] == pytest.approx(float(a @ b), abs=1e-6), cli.stderr
@@ -190,7 +195,7 @@ def edited(old: str, new: str) -> str:
 @pytest.mark.parametrize("profile,message", [
     (lambda: edited("[gates]\n", "[gates]\nmin_agreement = 0.9\n"),
      "gates.min_agreement = 0.9 judges a classifier, and this build makes an embedding model (task = 'embedding' in "
-     "the profile); use min_cosine, min_recall_at_10, or a profile for this task"),
+     "the profile); use min_cosine, min_recall_at_10, or build the other task (task=classification)"),
     (lambda: edited("[gates]\n", "[[models]]\nname = 's'\ndistill = { layers = 1, max_length = 32 }\n\n[gates]\n"),
      "models[0] (s): distilled and pruned embedding models are not built yet"),
     (lambda: edited('[bundle]\ndefault_artifact = "int8_dynamic"\n', "[budget]\nsize_mb = 1\n"),

@@ -52,7 +52,7 @@ def stubs(tmp_path_factory) -> Path:
     manifest = read_manifest(bundle)
     ctx = {"target": "cpu", "description": "tiny", "labels": manifest["model"]["labels"],
            "default_artifact": manifest["default_artifact"], "artifacts": manifest["artifacts"],
-           "max_length": 16, "runtime_version": "0.1.0"}
+           "max_length": 16, "runtime_version": "0.1.0", "task": "classification"}
     render_to("cpu/run.py", ctx, bundle / "run.py")  # not in "files": verification ignores it
     return bundle
 
