@@ -3,7 +3,7 @@ sentence-transformers' own ONNX, int8 and OpenVINO exports of the same model, on
 
 1. Writes SST-2 texts without labels (bench/work/embedding/): a stated subset of train (calibration) and
    the full dev set (the eval corpus: cosine and recall@10 are measured over its texts).
-2. Builds targets/cpu_embedding.toml on them with scons: every artifact is evaluated against the teacher's
+2. Builds bench/embedding_sst2.toml (targets/cpu_embedding.toml's artifacts) on them with scons: every artifact is evaluated against the teacher's
    vectors (report.json), and its bundle ships.
 3. Makes sentence-transformers' variants (bench/sentence_transformers/run_st.py, each in its own venv) and
    encodes the same eval texts with each: their cosine and recall@10 come from the same code as ours
@@ -36,7 +36,8 @@ SCONS = str(Path(sys.executable).with_name("scons"))
 WORK = ROOT / "bench" / "work" / "embedding"
 ST_DIR = ROOT / "bench" / "sentence_transformers"
 ST_VENVS = {"st": ROOT / "bench" / ".venv-st", "st-onnx": ROOT / "bench" / ".venv-st-onnx"}
-TARGET = "cpu_embedding"
+PROFILE = ROOT / "bench" / "embedding_sst2.toml"  # targets/cpu_embedding.toml's artifacts, gates that do not stop it
+TARGET = PROFILE.stem
 BATCHES = (1, 32)
 
 from sst2 import cpu_name, shown_path  # noqa: E402  (bench/sst2.py's machine and path helpers)
@@ -47,7 +48,7 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], check=True, **kw)
 
 
-def write_texts(src: Path, dst: Path, size: int | None, prefix: str) -> int:
+def write_texts(src: Path, dst: Path, text_column: str, size: int | None, prefix: str) -> int:
     """Every k-th sentence of an SST-2 TSV (a stated, deterministic subset) as id,text CSV, in file order."""
     with open(src, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -60,12 +61,12 @@ def write_texts(src: Path, dst: Path, size: int | None, prefix: str) -> int:
         out = csv.writer(fh)
         out.writerow(["id", "text"])
         for i in keep:
-            out.writerow([f"{prefix}{i:06d}", rows[i]["sentence"]])
+            out.writerow([f"{prefix}{i:06d}", rows[i][text_column]])
     return len(keep)
 
 
 def build(train: Path, dev: Path, threads: int) -> dict:
-    run([SCONS, "-Q", f"target={TARGET}", f"data={train}", f"eval_data={dev}"], cwd=ROOT,
+    run([SCONS, "-Q", f"target={PROFILE}", f"data={train}", f"eval_data={dev}"], cwd=ROOT,
         env=dict(os.environ, PYTHONWARNINGS="ignore"))
     return json.loads((ROOT / "build" / TARGET / "report.json").read_text(encoding="utf-8"))
 
@@ -121,7 +122,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-build", action="store_true", help="reuse the last build's report")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite bench/results/embedding.md from embedding.json (and the peers' variants.json)")
     args = parser.parse_args()
+    if args.render_only:
+        results_json = ROOT / "bench" / "results" / "embedding.json"
+        res = json.loads(results_json.read_text())
+        res["peer_variants"] = peer_record(json.loads((WORK / "st" / "variants.json").read_text())["variants"])
+        results_json.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
+        (ROOT / "bench" / "results" / "embedding.md").write_text(render(res))
+        return 0
     import numpy as np
 
     from recipes.inputs.checkpoint import default_model_dir
@@ -129,8 +139,9 @@ def main() -> int:
 
     data = Path(args.data_dir)
     train, dev = WORK / "train.csv", WORK / "dev.csv"
-    n_train = write_texts(data / "train.tsv", train, args.train_size, "train")
-    n_dev = write_texts(data / "dev.tsv", dev, None, "dev")
+    # (SST-2's train file names its text column "sentence", its dev file "content".)
+    n_train = write_texts(data / "train.tsv", train, "sentence", args.train_size, "train")
+    n_dev = write_texts(data / "dev.tsv", dev, "content", None, "dev")
     report = json.loads((ROOT / "build" / TARGET / "report.json").read_text()) if args.skip_build else \
         build(train, dev, args.threads)
     inputs = report["inputs"]
@@ -229,9 +240,41 @@ def summarise(rows: dict, report: dict, n_train: int, n_dev: int, args, peers: d
             "threads": args.threads, "rounds": args.rounds, "repeats": args.repeats,
             "data": {"train_texts": n_train, "eval_texts": n_dev, "source": "SST-2 train (every k-th) and dev, texts only"},
             "edgesmith_versions": versions,
-            "peer_variants": {n: {k: v.get(k) for k in ("ok", "reason", "backend", "st_version", "venv", "recipe")}
-                              for n, v in peers.items()},
+            "peer_variants": peer_record(peers),
             "rows": rows, "targets": targets, "report": {"target": report["target"], "eval_examples": report["eval_examples"]}}
+
+
+def peer_record(peers: dict) -> dict:
+    """What made each peer variant: its venv and its sentence-transformers and transformers versions (no paths)."""
+    out = {}
+    for name, v in peers.items():
+        made = v.get("made_by") or {}
+        out[name] = {"ok": v.get("ok"), "reason": v.get("reason"), "backend": v.get("backend"), "recipe": v.get("recipe"),
+                     "venv": v.get("venv"), "sentence_transformers": made.get("sentence-transformers"),
+                     "transformers": made.get("transformers")}
+    return out
+
+
+def fastest_lines(rows: dict) -> list[str]:
+    """Per precision and batch: each side's fastest timed variant, its recall@10, and who wins."""
+    out = []
+    for precision in ("fp32", "int8"):
+        for b in ("1", "32"):
+            best = {}
+            for side in ("edgesmith", "sentence-transformers"):
+                timed = {n: r for n, r in rows.items() if r["side"] == side and r["precision"] == precision
+                         and (r.get("latency_ms") or {}).get(b)}
+                if timed:
+                    best[side] = min(timed, key=lambda n: timed[n]["latency_ms"][b])
+            if len(best) < 2:
+                continue
+            ours, theirs = rows[best["edgesmith"]], rows[best["sentence-transformers"]]
+            ratio = ours["latency_ms"][b] / theirs["latency_ms"][b]
+            out.append(f"- {precision}, batch {b}: edgesmith {best['edgesmith']} {ours['latency_ms'][b]:.2f} ms "
+                       f"(recall@10 {ours['recall_at_10']:.4f}) vs {best['sentence-transformers']} "
+                       f"{theirs['latency_ms'][b]:.2f} ms (recall@10 {theirs['recall_at_10']:.4f}): {ratio:.3f}x, "
+                       f"{'edgesmith' if ratio < 1 else 'sentence-transformers'} faster")
+    return out
 
 
 def _version(name: str) -> str:
@@ -263,10 +306,17 @@ def render(res: dict) -> str:
                      f"{_f(r.get('cosine_p1'), '.5f')} | {_f(r.get('recall_at_10'), '.4f')} | "
                      f"{_f(r['size_bytes'] / 1e6 if r.get('size_bytes') else None, '.1f')} | {_f(lat.get('1'), '.2f')} | "
                      f"{_f(lat.get('32'), '.1f')} | {r.get('note') or ''} |")
+    lines += ["", "## Fastest of each side, by precision", ""] + fastest_lines(res["rows"])
     lines += ["", "## Targets (issue 14)", ""]
     for t in res["targets"]:
         mark = "not measured" if t["met"] is None else ("met" if t["met"] else "MISSED")
         lines.append(f"- {t['target']}: {t['value']} ({mark})")
+    lines += ["", "## Peers", "",
+              "sentence-transformers 6.2's ONNX backend cannot be installed beside it (every optimum-onnx pins "
+              "transformers<4.58, sentence-transformers 6.2 needs 5.x), so its ONNX recipes ran from "
+              "sentence-transformers 5.7 in a second venv (bench/sentence_transformers/README.md):", ""]
+    lines += [f"- {n}: sentence-transformers {v.get('sentence_transformers')}, transformers {v.get('transformers')} "
+              f"(bench/.venv-{v.get('venv')}); {v.get('recipe')}" for n, v in res["peer_variants"].items() if v.get("ok")]
     missing = {n: v["reason"] for n, v in res["peer_variants"].items() if not v.get("ok")}
     if missing:
         lines += ["", "## Peer variants not made", ""] + [f"- {n}: {why}" for n, why in missing.items()]

@@ -127,26 +127,24 @@ class App:
 
     def predict(self, payload: Any) -> Dict[str, Any]:
         """POST /predict: labels for the texts (a classification bundle)."""
-        self._check_task("/predict")
-        name, backend, texts = self._request(payload)
-        with self.lock:
-            try:
-                predictions = backend.predict(texts)
-            except InputError as exc:
-                raise RequestError(400, one_line(exc)) from None
+        name, predictions = self._infer("/predict", payload, "predict")
         return {"artifact": name, "predictions": predictions}
 
     def embed(self, payload: Any) -> Dict[str, Any]:
         """POST /embed: one sentence vector per text (a sentence-embedding bundle)."""
-        self._check_task("/embed")
+        name, vectors = self._infer("/embed", payload, "embed")
+        return {"artifact": name, "dimension": self.bundle.dimension,
+                "embeddings": [[float(v) for v in row] for row in vectors]}
+
+    def _infer(self, path: str, payload: Any, method: str) -> Tuple[str, Any]:
+        """The artifact's name and what its backend's `method` returns for the request's texts."""
+        self._check_task(path)
         name, backend, texts = self._request(payload)
         with self.lock:
             try:
-                vectors = backend.embed(texts)
+                return name, getattr(backend, method)(texts)
             except InputError as exc:
                 raise RequestError(400, one_line(exc)) from None
-        return {"artifact": name, "dimension": self.bundle.dimension,
-                "embeddings": [[float(v) for v in row] for row in vectors]}
 
     def _check_task(self, path: str) -> None:
         wanted = TASK_ENDPOINT[self.bundle.task]

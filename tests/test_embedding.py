@@ -57,10 +57,10 @@ def test_the_build_measures_every_artifact_against_the_teachers_vectors(built):
     report = json.loads((project / "build" / "tiny_embedding" / "report.json").read_text())
     assert report["task"] == "embedding" and report["eval_examples"] >= 30
     rows = {r["name"]: r for r in report["artifacts"]}
-    assert set(rows) == {"teacher", "fp32", "int8_dynamic", "int8_static", "ov_int8"}
+    assert set(rows) == {"teacher", "fp32", "int8_dynamic", "ov_int8"}
     assert rows["teacher"]["cosine_mean"] == pytest.approx(1.0) and rows["teacher"]["recall_at_10"] == 1.0
     assert rows["fp32"]["cosine_p1"] > 0.9999 and rows["fp32"]["recall_at_10"] == 1.0
-    for name in ("int8_dynamic", "int8_static", "ov_int8"):
+    for name in ("int8_dynamic", "ov_int8"):
         r = rows[name]
         assert 0.9 < r["cosine_p1"] <= r["cosine_mean"] <= 1.0 + 1e-6 and 0.5 <= r["recall_at_10"] <= 1.0, r
         assert r["gate_status"] == "pass" and "accuracy" not in r
@@ -86,7 +86,7 @@ def test_every_artifact_gives_sentence_transformers_vectors(built, st_model):
     project, _, _ = built
     with load_bundle(bundle_dir(project)) as bundle:
         # (ov_int8 needs VNNI or AMX to run as built, which this host may lack: the report measured it where it could.)
-        for name, tolerance in (("fp32", 1e-5), ("int8_dynamic", 0.05), ("int8_static", 0.05)):
+        for name, tolerance in (("fp32", 1e-5), ("int8_dynamic", 0.05)):
             vectors = bundle.embedder(name).embed(SHORT)
             assert vectors.shape == (len(SHORT), 32) and vectors.dtype == np.float32
             assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

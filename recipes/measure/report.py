@@ -23,6 +23,7 @@ from recipes.fsutil import atomic_path, write_json
 from recipes.measure.parity import format_parity, parity_failures, parity_html, parity_markdown
 from recipes.measure.peak import PRECISIONS, host_cpu, peak
 from recipes.params import bounded
+from recipes.tasks import TASKS
 from recipes.wiring.stage import Stage
 
 
@@ -52,33 +53,11 @@ class Gates:
     min_cosine: Optional[float] = bounded(None, min=-1.0, max=1.0)
     min_recall_at_10: Optional[float] = bounded(None, min=0.0, max=1.0)
 
-# The gates that judge a classifier, and those that judge an embedding model (recipes/wiring/task.py).
-# (min_format_agreement, which has a default, compares QAT siblings: an embedding build has no QAT model.)
-CLASSIFICATION_GATES = ("min_accuracy_ratio", "min_agreement", "min_teacher_accuracy")
-EMBEDDING_GATES = ("min_cosine", "min_recall_at_10")
-
 MB = 1_000_000
 
 
 def _load(path: str) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-# The quality columns of each task's report: (heading, key in the row, how it is shown).
-QUALITY = {
-    "classification": (("accuracy", "accuracy", "pct"), ("agreement", "agreement", "pct"),
-                       ("max abs logit diff", "max_abs_logit_diff", "diff")),
-    "embedding": (("cosine mean", "cosine_mean", "diff"), ("cosine p1", "cosine_p1", "diff"),
-                  ("recall@10", "recall_at_10", "pct")),
-}
-QUALITY_NOTE = {
-    "classification": "Agreement: share of eval examples where the artifact predicts the teacher's label.",
-    "embedding": "Cosine: similarity of each eval text's vector to the teacher's vector of the same text (mean, and "
-                 "the 1st percentile). Recall@10: share of each eval text's 10 nearest eval texts (by the artifact's "
-                 "vectors) that are among its 10 nearest by the teacher's, averaged.",
-}
-# The measure each task's plot puts on its y axis.
-HEADLINE = {"classification": ("accuracy", "accuracy (%)"), "embedding": ("recall_at_10", "recall@10 vs the teacher (%)")}
 
 
 def measured(row: dict[str, Any]) -> bool:
@@ -301,7 +280,7 @@ def build_report(target: str, profile_source: str, teacher: dict[str, Any], arti
             row["build"] = _load(art["details"])
             row["note"] = "; ".join(n for n in (row["note"], build_note(row["build"])) if n)
         if m.get("measured") is False:
-            row.update({key: None for _, key, _ in QUALITY[task]})
+            row.update({key: None for _, key, _ in TASKS[task].quality})
             row["note"] = "; ".join(n for n in (m["not_measured"], row["note"]) if n)
         elif art["name"] in memory.get("not_measured", {}):
             row["note"] = "; ".join(n for n in (row["note"], "peak memory " + memory["not_measured"][art["name"]]) if n)
@@ -445,7 +424,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{lat['threads']} threads, all artifacts timed side by side in interleaved rounds on {measured_where(report)}, "
         "each runtime in its own process." + _memory_sentence(report),
         "",
-        "| artifact | model | format | precision | " + " | ".join(h for h, _, _ in QUALITY[_task(report)])
+        "| artifact | model | format | precision | " + " | ".join(h for h, _, _ in TASKS[_task(report)].quality)
         + " | size MB | gzip MB | size vs fp32 | peak MiB | "
         + " | ".join(f"b{x} ms" for x in b) + " | " + " | ".join(f"speed-up b{x}" for x in b) + " | "
         + " | ".join(arithmetic_head(b)) + " | gates |",
@@ -463,7 +442,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells += arithmetic_cells(r, b)
         cells.append(r.get("gate_status") or "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", QUALITY_NOTE[_task(report)] + " "
+    lines += ["", TASKS[_task(report)].quality_note + " "
               f"Size vs fp32: against {report['size_reference']}. Speed-up: teacher latency (PyTorch) / artifact latency.", ""]
     notes = [f"- `{r['name']}`: {r['note']}" for r in report["artifacts"] if r.get("note")]
     if notes:
@@ -487,7 +466,7 @@ def _task(report: dict[str, Any]) -> str:
 
 def quality_cells(report: dict[str, Any], r: dict[str, Any]) -> list[str]:
     shown = {"pct": _pct, "diff": _diff}
-    return [shown[how](r.get(key)) for _, key, how in QUALITY[_task(report)]]
+    return [shown[how](r.get(key)) for _, key, how in TASKS[_task(report)].quality]
 
 
 def _mib(x: float | None) -> str:
@@ -523,7 +502,7 @@ def plot_png(report: dict[str, Any], dst: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_lat, ax_size, ax_mem) = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
-    key, label = HEADLINE[_task(report)]
+    key, label = TASKS[_task(report)].headline
     for r in report["artifacts"]:
         if r.get(key) is None:
             continue  # not measured on this host
@@ -556,7 +535,7 @@ def render_html(report: dict[str, Any], png: Path) -> str:
     import html
 
     b = report["batches"]
-    head = ["artifact", "model", "format", "precision", *(h for h, _, _ in QUALITY[_task(report)]), "size MB",
+    head = ["artifact", "model", "format", "precision", *(h for h, _, _ in TASKS[_task(report)].quality), "size MB",
             "gzip MB", "size vs fp32", "peak MiB"] + [f"b{x} ms" for x in b] + [f"speed-up b{x}" for x in b] + arithmetic_head(b) + ["gates"]
     rows = []
     for r in report["artifacts"]:
@@ -593,7 +572,7 @@ in interleaved rounds on {html.escape(measured_where(report))}.{html.escape(_mem
 <table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>
 {chr(10).join(rows)}
 </table>
-<p>{html.escape(QUALITY_NOTE[_task(report)])} Size vs fp32: against {html.escape(report['size_reference'])}.
+<p>{html.escape(TASKS[_task(report)].quality_note)} Size vs fp32: against {html.escape(report['size_reference'])}.
 Speed-up: teacher latency (PyTorch) / artifact latency.</p>
 {notes_html}{arithmetic_html}{parity_html(report.get("parity") or {})}<h2>Models</h2><ul>{lineages}</ul>
 {'<h2>Gate failures</h2><ul>' + failures + '</ul>' if failures else ''}
@@ -645,5 +624,6 @@ def build(args: ReportArgs) -> dict[str, Any]:
     return report
 
 
-STAGE = Stage("report", ReportArgs, build, modules=("measure.report", "measure.parity", "measure.peak", "params", "runtime.cpu_features"),
+STAGE = Stage("report", ReportArgs, build, modules=("measure.report", "measure.parity", "measure.peak", "params", "tasks",
+                                                    "runtime.cpu_features"),
               packages=("matplotlib",))

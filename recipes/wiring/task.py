@@ -12,14 +12,7 @@ from __future__ import annotations
 
 from recipes.errors import ConfigError, ProfileError
 from recipes.inputs.checkpoint import CheckpointInfo
-from recipes.measure.report import CLASSIFICATION_GATES, EMBEDDING_GATES
-
-TASKS = ("classification", "embedding")
-# Formats an embedding build makes today, each tested end to end (tests/test_embedding.py). .ptl, .pte, TensorRT
-# and nf4 load the same model (pooling included) but have not been run for embeddings: refused until they are.
-EMBEDDING_FORMATS = ("onnx", "openvino")
-# Stub templates with an embedding version (the others print labels).
-EMBEDDING_TEMPLATES = ("cpu/run.py", "cpu/README.md", "gpu_server/serve.py")
+from recipes.tasks import TASKS
 
 
 def detect(info: CheckpointInfo) -> str:
@@ -28,7 +21,7 @@ def detect(info: CheckpointInfo) -> str:
 
 def resolve(argument: str, profile, info: CheckpointInfo) -> str:
     """The build's task, checked against the checkpoint."""
-    if argument and argument not in TASKS:
+    if argument and argument not in TASKS:  # SConstruct's EnumVariable checks the command line first
         raise ConfigError(f"task={argument}: use one of {', '.join(TASKS)}")
     task = argument or profile.task or detect(info)
     where = f"task={argument}" if argument else (f"{profile.source}: task = {profile.task!r}" if profile.task else
@@ -46,7 +39,8 @@ def resolve(argument: str, profile, info: CheckpointInfo) -> str:
 def check_profile(profile, task: str, given_by: str) -> None:
     """Reject what `profile` sets that its task cannot use."""
     src = profile.source
-    wrong, right = (CLASSIFICATION_GATES, EMBEDDING_GATES) if task == "embedding" else (EMBEDDING_GATES, CLASSIFICATION_GATES)
+    right = TASKS[task].gates
+    wrong = tuple(g for other in TASKS.values() if other.name != task for g in other.gates)
     tables = [("gates", profile.gates)] + [(f"artifacts[{i}].gates", a.gates) for i, a in enumerate(profile.artifacts)]
     for key, gates in tables:
         for name in wrong:
@@ -57,8 +51,22 @@ def check_profile(profile, task: str, given_by: str) -> None:
             raise ProfileError(f"{src}: {key}.{name} = {value} judges a {'classifier' if task == 'embedding' else 'sentence embedding'}, "
                                f"and this build makes {'an embedding model' if task == 'embedding' else 'a classifier'} "
                                f"({given_by}); use {', '.join(right)}, or build the other task (task={other})")
-    if task != "embedding":
-        return
+    spec = TASKS[task]
+    for i, name in enumerate(profile.stubs.templates):
+        if spec.templates is not None and name not in spec.templates:
+            raise ProfileError(f"{src}: stubs.templates[{i}] = {name!r} has no {task} version yet; use "
+                               f"{', '.join(spec.templates)}")
+    for i, a in enumerate(profile.artifacts):
+        if spec.formats is not None and a.format not in spec.formats:
+            raise ProfileError(f"{src}: artifacts[{i}].format = {a.format!r} has no {task} build yet; use one of "
+                               f"{', '.join(spec.formats)}")
+    if task == "embedding":
+        check_embedding(profile, src)
+
+
+def check_embedding(profile, src: str) -> None:
+    """What only classifiers have yet: the [budget] and [search] (they choose by accuracy or agreement),
+    students, and quantizers held to label agreement."""
     for key, value in (("budget", profile.budget), ("search", profile.search)):
         if value is not None:
             raise ProfileError(f"{src}: [{key}] is not available for embedding builds yet (it chooses by accuracy or "
@@ -66,14 +74,7 @@ def check_profile(profile, task: str, given_by: str) -> None:
     if profile.models:
         raise ProfileError(f"{src}: models[0] ({profile.models[0].name}): distilled and pruned embedding models are not "
                            "built yet; remove [[models]] and ship the teacher's formats")
-    for i, name in enumerate(profile.stubs.templates):
-        if name not in EMBEDDING_TEMPLATES:
-            raise ProfileError(f"{src}: stubs.templates[{i}] = {name!r} has no embedding version yet; use "
-                               f"{', '.join(EMBEDDING_TEMPLATES)}")
     for i, a in enumerate(profile.artifacts):
-        if a.format not in EMBEDDING_FORMATS:
-            raise ProfileError(f"{src}: artifacts[{i}].format = {a.format!r} has no embedding build; use one of "
-                               f"{', '.join(EMBEDDING_FORMATS)}")
         method = getattr(a.quantize, "method", None)
         if method == "nncf_ptq" and a.quantize.accuracy_control:
             raise ProfileError(f"{src}: artifacts[{i}].quantize.accuracy_control = true holds the model to label "
