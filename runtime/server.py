@@ -127,16 +127,16 @@ class App:
 
     def predict(self, payload: Any) -> Dict[str, Any]:
         """POST /predict: labels for the texts (a classification bundle)."""
-        name, predictions = self._infer("/predict", payload, "predict")
+        name, predictions = self._answer("/predict", payload, "predict")
         return {"artifact": name, "predictions": predictions}
 
     def embed(self, payload: Any) -> Dict[str, Any]:
         """POST /embed: one sentence vector per text (a sentence-embedding bundle)."""
-        name, vectors = self._infer("/embed", payload, "embed")
+        name, vectors = self._answer("/embed", payload, "embed")
         return {"artifact": name, "dimension": self.bundle.dimension,
                 "embeddings": [[float(v) for v in row] for row in vectors]}
 
-    def _infer(self, path: str, payload: Any, method: str) -> Tuple[str, Any]:
+    def _answer(self, path: str, payload: Any, method: str) -> Tuple[str, Any]:
         """The artifact's name and what its backend's `method` returns for the request's texts."""
         self._check_task(path)
         name, backend, texts = self._request(payload)

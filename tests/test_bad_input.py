@@ -33,7 +33,7 @@ def with_arg(args, key, value):
 
 
 def test_unknown_target_lists_known(project, args):
-    one_error(scons(project, *with_arg(args, "target", "jetsn"), check=False), "target=jetsn", "known targets: android, arm64, cpu, gpu_server, jetson", "tiny")
+    one_error(scons(project, *with_arg(args, "target", "jetsn"), check=False), "target=jetsn", "known targets: android, arm64, cpu, cpu_embedding, gpu_server, jetson", "tiny")
 
 
 def test_unknown_variable(project, args):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_project, scons, stages_run
-from tiny_model import demo_rows, make_checkpoint, make_sentence_transformers, write_texts
+from tiny_model import demo_rows, make_checkpoint, make_sentence_transformers, write_csv, write_texts
 
 PROFILE = REPO / "tests" / "fixtures" / "tiny_embedding.toml"
 SHORT = ["a wonderful, moving film", "the plot made no sense at all", "great acting", "I want my money back",
@@ -161,6 +161,29 @@ def test_serve_py_answers_post_embed(built):
         finally:
             server.shutdown()
             server.server_close()
+
+
+def test_the_shipped_embedding_profile_declares_its_build(tmp_path, st_model, texts):
+    """targets/cpu_embedding.toml, read and declared (scons -n) on a sentence-transformers checkpoint: every check
+    at read time passes and the stages it would run are the embedding ones (its full build is the tiny profile's)."""
+    project = make_project(tmp_path / "p")
+    data = write_texts(tmp_path / "texts.jsonl", texts)
+    out = scons(project, "-n", "target=cpu_embedding", f"model={st_model}", f"data={data}")
+    ran = {name for name, _ in stages_run(out)}
+    assert {"embedder", "export", "fuse", "quantize", "openvino", "evaluate", "report", "bundle"} <= ran
+    assert "finetune" not in ran
+
+
+def test_target_all_on_a_plain_checkpoint_passes_over_the_embedding_profile_with_a_note(tmp_path, texts):
+    project = make_project(tmp_path / "p")
+    model = make_checkpoint(tmp_path / "plain", texts)
+    data = write_csv(tmp_path / "labelled.csv", demo_rows(40))
+    out = scons(project, "-n", "target=all", f"model={model}", f"data={data}")
+    assert "edgesmith: note: target=all passes over cpu_embedding: task = 'embedding': an embedding build needs the " \
+           "checkpoint's sentence-transformers files" in out.stdout
+    assert "embedder" not in {name for name, _ in stages_run(out)}
+    named = scons(project, "-n", "target=cpu_embedding", f"model={model}", f"data={data}", check=False)
+    assert named.returncode == 2 and "an embedding build needs the checkpoint's sentence-transformers files" in named.stderr
 
 
 # --- what an embedding build refuses, in one line ----------------------------------------------------------

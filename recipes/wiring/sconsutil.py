@@ -135,7 +135,7 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
         eval_fraction=parse_fraction(env["eval_fraction"]),
         model_labels=info.id2label,
     )
-    loaded = [with_task(prof, env.get("task", ""), info) for prof in loaded]
+    loaded = profiles_for_task(loaded, target, env.get("task", ""), info)
     inputs = Inputs(model=info, data=data, eval_data=eval_data, data_params=params, git_revision=git_revision(root))
     graph = Graph(env, root, inputs)
     if not options.get("clean") and not options.get("no_exec"):
@@ -153,6 +153,23 @@ def declare_targets(env, root: Path, target: str, budget_overrides: dict[str, st
         return search_state(root, prof, "") if prof.search and not options.get("clean") else None
 
     return [env.Alias(prof.name, graph.target(prof, final(prof))) for prof in loaded]
+
+
+def profiles_for_task(loaded: list, target: str, argument: str, info) -> list:
+    """Each profile with its task resolved. `target=all` builds the profiles this checkpoint can make and names,
+    in one note each, those it cannot (an embedding profile, a checkpoint without sentence-transformers files);
+    a profile asked for by name that cannot be built is an error."""
+    from recipes.wiring.task import NotThisCheckpoint
+
+    kept = []
+    for prof in loaded:
+        try:
+            kept.append(with_task(prof, argument, info))
+        except NotThisCheckpoint as e:
+            if target != "all":
+                raise
+            print(f"edgesmith: note: target=all passes over {prof.name}: {str(e).split(': ', 1)[1]}", flush=True)
+    return kept
 
 
 def with_task(prof, argument: str, info):

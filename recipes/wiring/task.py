@@ -15,6 +15,11 @@ from recipes.inputs.checkpoint import CheckpointInfo
 from recipes.tasks import TASKS
 
 
+class NotThisCheckpoint(ConfigError):
+    """The profile's task cannot be built from this checkpoint (an embedding profile, a checkpoint without
+    sentence-transformers files): `target=all` passes over such a profile with a note."""
+
+
 def detect(info: CheckpointInfo) -> str:
     return "embedding" if info.sentence_transformers_files and not info.has_head else "classification"
 
@@ -27,7 +32,7 @@ def resolve(argument: str, profile, info: CheckpointInfo) -> str:
     where = f"task={argument}" if argument else (f"{profile.source}: task = {profile.task!r}" if profile.task else
                                                    f"model={info.root} (detected)")
     if task == "embedding" and not info.sentence_transformers_files:
-        raise ConfigError(f"{where}: an embedding build needs the checkpoint's sentence-transformers files "
+        raise NotThisCheckpoint(f"{where}: an embedding build needs the checkpoint's sentence-transformers files "
                           f"(modules.json and its pooling config), and {info.root} has none; save the model with "
                           "SentenceTransformer.save(), or build a classifier (task=classification)")
     if task == "embedding" and info.has_head:
