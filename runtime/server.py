@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
 import signal
 import socket
@@ -436,6 +437,16 @@ def parse_args(argv: Sequence[str], settings: Settings) -> argparse.Namespace:
     if problem:
         parser.exit(2, f"{PROG}: {problem}\n")
     return args
+
+
+def exit_now(code: int) -> None:
+    """End the serve.py process with `code` once main() has shut down cleanly, without running native
+    libraries' exit-time destructors: torch's and ONNX Runtime's thread pools can abort the process there
+    ("terminate called without an active exception", status -6), which a supervisor reads as a crash."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _stop(signum: int, frame: Any) -> None:

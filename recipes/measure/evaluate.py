@@ -143,9 +143,10 @@ def build(args: EvaluateArgs) -> dict[str, Any]:
 
 
 STAGE = Stage("evaluate", EvaluateArgs, build,
-              modules=("measure.evaluate", "measure.embedding_metrics", "measure.runners", "measure.nf4_runner", "measure.mobile_runners", "textenc",
-                       "inputs.data", "models.hf", "models.embedding", "models.slim", "models.archs", "params", "runtime.nf4", "runtime.tokenize",
-                       "runtime.openvino_backend", "runtime.cpu_features"),
+              modules=("measure.evaluate", "measure.embedding_metrics", "measure.runners", "measure.nf4_runner",
+                       "measure.mobile_runners", "textenc", "inputs.data", "models.hf", "models.embedding", "models.slim",
+                       "models.archs", "params", "runtime.nf4", "runtime.tokenize", "runtime.openvino_backend",
+                       "runtime.cpu_features"),
               packages=("torch", "transformers", "onnxruntime", "tokenizers", "bitsandbytes", "executorch", "openvino"))
 
 

@@ -57,4 +57,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    server.exit_now(main())
