@@ -26,7 +26,6 @@ import platform
 import statistics
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +39,8 @@ PROFILE = ROOT / "bench" / "embedding_sst2.toml"  # targets/cpu_embedding.toml's
 TARGET = PROFILE.stem
 BATCHES = (1, 32)
 
-from sst2 import cpu_name, shown_path  # noqa: E402  (bench/sst2.py's machine and path helpers)
+from recipes.wiring.graph import package_version  # noqa: E402
+from sst2 import cpu_name  # noqa: E402  (bench/sst2.py's machine helper)
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -65,7 +65,7 @@ def write_texts(src: Path, dst: Path, text_column: str, size: int | None, prefix
     return len(keep)
 
 
-def build(train: Path, dev: Path, threads: int) -> dict:
+def build(train: Path, dev: Path) -> dict:
     run([SCONS, "-Q", f"target={PROFILE}", f"data={train}", f"eval_data={dev}"], cwd=ROOT,
         env=dict(os.environ, PYTHONWARNINGS="ignore"))
     return json.loads((ROOT / "build" / TARGET / "report.json").read_text(encoding="utf-8"))
@@ -89,7 +89,7 @@ def venv_of(variant: dict) -> str:
     return variant.get("venv") or ("st-onnx" if variant.get("backend") == "onnx" else "st")
 
 
-def one_process(cmd: list, out: Path | None = None) -> dict:
+def one_process(cmd: list) -> dict:
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -143,7 +143,7 @@ def main() -> int:
     n_train = write_texts(data / "train.tsv", train, "sentence", args.train_size, "train")
     n_dev = write_texts(data / "dev.tsv", dev, "content", None, "dev")
     report = json.loads((ROOT / "build" / TARGET / "report.json").read_text()) if args.skip_build else \
-        build(train, dev, args.threads)
+        build(train, dev)
     inputs = report["inputs"]
     teacher = np.load(Path(inputs["teacher_eval_dir"]) / "logits.npy")
     # The eval texts in the order the teacher's vectors are in (eval.jsonl, sorted by id = file order here).
@@ -235,7 +235,7 @@ def summarise(rows: dict, report: dict, n_train: int, n_dev: int, args, peers: d
                             "met": None})
     targets.append({"target": "a 3-layer distilled student keeps recall@10 >= 0.85 at >= 1.8x the teacher's speed",
                     "value": "not measured: distillation of embedding models is not built yet", "met": None})
-    versions = {p: _version(p) for p in ("torch", "transformers", "onnxruntime", "openvino", "nncf", "sentence-transformers")}
+    versions = {p: package_version(p) for p in ("torch", "transformers", "onnxruntime", "openvino", "nncf", "sentence-transformers")}
     return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
             "threads": args.threads, "rounds": args.rounds, "repeats": args.repeats,
             "data": {"train_texts": n_train, "eval_texts": n_dev, "source": "SST-2 train (every k-th) and dev, texts only"},
@@ -275,13 +275,6 @@ def fastest_lines(rows: dict) -> list[str]:
                        f"{theirs['latency_ms'][b]:.2f} ms (recall@10 {theirs['recall_at_10']:.4f}): {ratio:.3f}x, "
                        f"{'edgesmith' if ratio < 1 else 'sentence-transformers'} faster")
     return out
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _f(x, fmt: str) -> str:

@@ -136,11 +136,11 @@ class Bundle:
         if self.closed:
             raise BundleError(f"bundle {self.source}: the bundle is closed; load it again with load_bundle()")
         entry = self.runnable_artifact(artifact, note)
-        if entry["format"] not in CLASSIFIERS:
-            runnable = [a["name"] for a in self.artifacts if a["format"] in CLASSIFIERS]
+        if entry["format"] not in table:
+            runnable = [a["name"] for a in self.artifacts if a["format"] in table]
             raise BundleError(
                 f"bundle {self.source}: artifact {entry['name']!r} has format {entry['format']!r}, which this runtime "
-                f"cannot run (it runs {', '.join(CLASSIFIERS)}); runnable artifacts: {', '.join(runnable) or 'none'}"
+                f"cannot run (it runs {', '.join(table)}); runnable artifacts: {', '.join(runnable) or 'none'}"
             )
         outputs = self.manifest.get("outputs") or []
         tokenizer = self.manifest["tokenizer"]
